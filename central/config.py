@@ -167,9 +167,7 @@ def load(
     for name, value in (flags or {}).items():
         if value is not None:
             merged[name] = value
-    values = {
-        name: _coerce(name, value, getattr(defaults, name)) for name, value in merged.items()
-    }
+    values = {name: _coerce(name, value, getattr(defaults, name)) for name, value in merged.items()}
     config = CentralConfig(**values)
     try:
         config.port  # noqa: B018 - validates listen

@@ -28,7 +28,7 @@ API. Never put a traceback or a driver message in ``message``.
     │   ├── AlreadyExists              already_exists      409
     │   ├── AliasConflict              alias_conflict      409   (compare-and-set mismatch)
     │   ├── InvalidTransition          invalid_transition  409   (e.g. approve a rejected version)
-    │   ├── NotApproved                not_approved        409   (protected alias, unapproved version)
+    │   ├── NotApproved                not_approved        409   (protected alias, not approved)
     │   ├── VersionInUse               version_in_use      409   (archive a version an alias holds)
     │   └── NothingToRollBack          nothing_to_roll_back 409
     └── Unavailable                    unavailable         503
@@ -254,9 +254,7 @@ def from_body(body: Any, status: int = 500) -> RegistryError:
         return _BY_STATUS.get(status, RegistryError)(f"unexpected error answer (HTTP {status})")
     code = str(err.get("code", ""))
     message = str(err.get("message", code or "error"))
-    details = {
-        k: v for k, v in err.items() if k not in ("code", "message") and k.isidentifier()
-    }
+    details = {k: v for k, v in err.items() if k not in ("code", "message") and k.isidentifier()}
     cls = CODES.get(code) or _BY_STATUS.get(status, RegistryError)
     exc = cls(message, **details)
     return exc
