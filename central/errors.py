@@ -30,7 +30,8 @@ API. Never put a traceback or a driver message in ``message``.
     │   ├── InvalidTransition          invalid_transition  409   (e.g. approve a rejected version)
     │   ├── NotApproved                not_approved        409   (protected alias, not approved)
     │   ├── VersionInUse               version_in_use      409   (archive a version an alias holds)
-    │   └── NothingToRollBack          nothing_to_roll_back 409
+    │   ├── NothingToRollBack          nothing_to_roll_back 409
+    │   └── ArtifactDigestMismatch     digest_mismatch     409   (fetched bytes differ from sha256)
     └── Unavailable                    unavailable         503
         ├── NotReady                   not_ready           503   (sidecar has no copy yet)
         └── Timeout                    timeout             504   (min_revision not reached)
@@ -44,6 +45,7 @@ __all__ = [
     "AliasConflict",
     "AliasNotFound",
     "AlreadyExists",
+    "ArtifactDigestMismatch",
     "Conflict",
     "FourEyesViolation",
     "InvalidDigest",
@@ -191,6 +193,12 @@ class VersionInUse(Conflict):
 
 class NothingToRollBack(Conflict):
     code = "nothing_to_roll_back"
+
+
+class ArtifactDigestMismatch(Conflict):
+    """The artifact's bytes do not hash to the sha256 its version record carries."""
+
+    code = "digest_mismatch"
 
 
 class Unavailable(RegistryError):
