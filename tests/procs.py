@@ -1,0 +1,247 @@
+"""Real processes for integration tests: central (``reg central serve``) and moto_server.
+
+Every process started here is stopped by PID (SIGTERM, wait 5 s, SIGKILL) by whoever started it;
+the fixtures in ``tests/conftest.py`` do that for you.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BIN_DIR",
+    "CentralProc",
+    "MotoProc",
+    "free_port",
+    "get_json",
+    "start_central",
+    "start_moto",
+    "stop_process",
+    "wait_for",
+]
+
+#: The venv's bin directory (reg, moto_server, litestream live there).
+BIN_DIR = Path(sys.executable).parent
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; raise AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            result = condition()
+        except Exception as exc:  # the condition may fail until it holds
+            last_exc = exc
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Send ``sig``, wait 5 s, then SIGKILL; returns the exit code."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            return proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(5)
+
+
+def get_json(url: str, token: str | None = None, timeout: float = 5.0) -> Any:
+    """GET ``url`` and decode its JSON body (raises urllib errors)."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _log_tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+class CentralProc:
+    """A running ``reg central serve``; ``.url``, ``.pid``, ``.admin_token``, ``.log_path``."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], url: str, data_dir: Path, log_path: Path
+    ) -> None:
+        self.proc = proc
+        self.url = url
+        self.data_dir = data_dir
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def healthz(self) -> Any:
+        return get_json(self.url + "/healthz")
+
+    def log(self) -> str:
+        return _log_tail(self.log_path, 100_000)
+
+    def stop(self) -> int:
+        """SIGTERM (graceful: flushes replication), wait 5 s, then SIGKILL; the exit code."""
+        return stop_process(self.proc)
+
+    def kill(self) -> int:
+        """SIGKILL at once (a crash); the exit code."""
+        return stop_process(self.proc, signal.SIGKILL)
+
+
+def start_central(
+    data_dir: Path,
+    replica_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    sync_interval: float = 0.2,
+    heartbeat_interval: float = 0.5,
+) -> CentralProc:
+    """Start ``reg central serve`` on a free loopback port and wait for ``/healthz``.
+
+    ``replica_url`` None keeps the default replica (``file://<data_dir>/replica``); pass
+    ``"none"`` to disable replication. ``env`` is added to this process's environment.
+    Raises RuntimeError (with the log tail) when central exits or is not healthy in time.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        str(BIN_DIR / "reg"),
+        "central",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--sync-interval",
+        str(sync_interval),
+        "--heartbeat-interval",
+        str(heartbeat_interval),
+    ]
+    if replica_url is not None:
+        args += ["--replica", replica_url]
+    args += list(extra_args)
+    fd, log_name = tempfile.mkstemp(prefix=f"central-{port}-", suffix=".log")
+    log_path = Path(log_name)
+    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    with os.fdopen(fd, "wb") as log_file:
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
+    central = CentralProc(proc, url, Path(data_dir), log_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"central exited with {proc.returncode} before it was healthy:\n"
+                + _log_tail(log_path)
+            )
+        try:
+            if central.healthz().get("status") == "ok":
+                return central
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(
+                f"central not healthy after {START_TIMEOUT_S} s:\n" + _log_tail(log_path)
+            )
+        time.sleep(0.05)
+
+
+class MotoProc:
+    """A running ``moto_server`` on 127.0.0.1 (an S3 endpoint): ``.endpoint``, ``.port``."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def start_again(self) -> None:
+        """(Re)start the server on the same port and wait until it answers.
+
+        moto keeps its state in memory: after a restart every bucket is gone, so callers
+        recreate theirs (see ``create_bucket``).
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = subprocess.Popen(
+            [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1):
+                    return True
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                return False
+
+        try:
+            wait_for(ready, timeout=START_TIMEOUT_S, what="moto_server")
+        except BaseException:
+            self.stop()
+            raise
+
+    def create_bucket(self, bucket: str) -> None:
+        """Create ``bucket`` with a plain path-style PUT (moto accepts any credentials)."""
+        request = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+    def stop(self) -> None:
+        """SIGTERM, wait 5 s, SIGKILL."""
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+def start_moto(port: int | None = None) -> MotoProc:
+    """Start ``moto_server -H 127.0.0.1 -p PORT`` and wait until it answers."""
+    moto = MotoProc(port or free_port())
+    moto.start_again()
+    return moto
