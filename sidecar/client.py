@@ -1,0 +1,647 @@
+"""The client library serving code imports: ask this node's sidecar which model version to load.
+
+Two classes with one behaviour, :class:`Client` (blocking sockets) and :class:`AsyncClient`
+(asyncio), both speaking the socket protocol of ``docs/PROTOCOL.md``::
+
+    from sidecar.client import Client
+
+    with Client("/run/modelreg/sidecar.sock") as reg:
+        model = reg.resolve("fraud", "production")
+        print(model.version, model.artifact_uri, model.sha256, model.age_ms)
+        for changed in reg.watch("fraud", "production"):  # hot reload without a restart
+            reload(changed)
+
+How it fails, so serving code can decide what to do:
+
+* The sidecar answered with an error frame: the same :mod:`central.errors` class central would
+  raise for that code (``ModelNotFound``, ``AliasNotFound``, ``NotReady``, ``Timeout`` …).
+* The socket is missing, refuses connections or is busy (``ENOENT``, ``ECONNREFUSED``,
+  ``EAGAIN``; a sidecar that is starting or restarting): retried with jittered exponential
+  backoff until ``connect_deadline_s`` has passed, then :class:`central.errors.Unavailable`.
+* The sidecar went away mid-answer or did not answer within ``timeout_s``:
+  :class:`~central.errors.Unavailable`. Every operation is a read, so a request that failed on
+  a reused connection (the sidecar restarted since) is sent once more on a fresh one.
+
+One connection is opened on first use and reused by every call; a lock makes a :class:`Client`
+safe to share between threads (calls are serialised). ``watch`` uses a connection of its own.
+Constructors do no I/O. The socket path defaults to :data:`DEFAULT_SOCKET_PATH`; reading
+``REG_SOCKET`` is the entry point's business (the ``reg`` command does it), never this module's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, Self
+
+import msgpack
+
+from central.errors import InvalidRequest, RegistryError, Unavailable, from_body
+
+__all__ = [
+    "DEFAULT_CONNECT_DEADLINE_S",
+    "DEFAULT_SOCKET_PATH",
+    "DEFAULT_TIMEOUT_S",
+    "AsyncClient",
+    "Client",
+    "Lineage",
+    "ResolvedModel",
+]
+
+#: Where ``reg sidecar run`` listens by default (relative to the working directory).
+DEFAULT_SOCKET_PATH = ".reg/sidecar.sock"
+#: Seconds to wait for one answer (``wait_ms`` of a ``min_revision`` resolve comes on top).
+DEFAULT_TIMEOUT_S = 5.0
+#: Seconds to keep retrying a missing, refusing or busy socket before raising ``Unavailable``.
+DEFAULT_CONNECT_DEADLINE_S = 5.0
+
+#: errno values that mean "the sidecar is not there yet / is restarting / is busy": retried.
+_RETRY_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.EWOULDBLOCK})
+#: First backoff delay and its cap, in seconds; each delay is jittered to 50-100 %.
+_BACKOFF_FIRST_S = 0.005
+_BACKOFF_CAP_S = 0.5
+#: Backoff cap between ``watch`` reconnection attempts, in seconds.
+_WATCH_BACKOFF_CAP_S = 1.0
+#: Largest answer frame accepted, in bytes (``list`` on a big registry is the largest answer).
+_MAX_ANSWER_BYTES = 256 * 1024 * 1024
+#: Linux limit on a Unix socket path (``sun_path``), in bytes, including the final NUL.
+_MAX_SOCKET_PATH_BYTES = 107
+
+_HEADER = struct.Struct(">I")
+
+
+def _frame(obj: Mapping[str, Any]) -> bytes:
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return _HEADER.pack(len(body)) + body
+
+
+def _unpack(body: bytes) -> dict[str, Any]:
+    try:
+        answer = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise Unavailable("the sidecar sent an answer that is not msgpack") from None
+    if not isinstance(answer, dict):
+        raise Unavailable("the sidecar sent an answer that is not a map")
+    return answer
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a version came from: training run, code commit, dataset, parent version."""
+
+    run_id: str | None = None
+    commit: str | None = None
+    dataset_uri: str | None = None
+    dataset_digest: str | None = None
+    parent_version: int | None = None
+
+
+def _frozen(value: Any) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value)) if isinstance(value, dict) else MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One resolved ``model@ref``: the version record and how fresh the answer was.
+
+    ``revision`` is the registry revision the sidecar answered from and ``age_ms`` the age of
+    its copy (time since central's last replicated heartbeat). ``raw`` is the version record
+    exactly as sent (see ``central/records.py``), for fields this class does not name.
+    """
+
+    model: str
+    version: int
+    ref: str
+    status: str
+    artifact_uri: str
+    sha256: str
+    size: int | None
+    format: str
+    lineage: Lineage
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    tags: Mapping[str, Any]
+    aliases: tuple[str, ...]
+    description: str
+    created_by: str
+    created_at: str
+    revision: int
+    age_ms: int
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> ResolvedModel:
+        """Build from an ``ok`` answer frame; raises ``Unavailable`` if it is malformed."""
+        record = answer.get("result")
+        try:
+            if not isinstance(record, dict):
+                raise TypeError("result is not a map")
+            artifact = record.get("artifact") or {}
+            lineage = record.get("lineage") or {}
+            return cls(
+                model=str(record["model"]),
+                version=int(record["version"]),
+                ref=str(record.get("ref", record["version"])),
+                status=str(record["status"]),
+                artifact_uri=str(artifact["uri"]),
+                sha256=str(artifact["sha256"]),
+                size=None if artifact.get("size") is None else int(artifact["size"]),
+                format=str(artifact.get("format") or ""),
+                lineage=Lineage(
+                    run_id=lineage.get("run_id"),
+                    commit=lineage.get("commit"),
+                    dataset_uri=lineage.get("dataset_uri"),
+                    dataset_digest=lineage.get("dataset_digest"),
+                    parent_version=lineage.get("parent_version"),
+                ),
+                params=_frozen(record.get("params")),
+                metrics=_frozen(record.get("metrics")),
+                tags=_frozen(record.get("tags")),
+                aliases=tuple(record.get("aliases") or ()),
+                description=str(record.get("description") or ""),
+                created_by=str(record.get("created_by") or ""),
+                created_at=str(record.get("created_at") or ""),
+                revision=int(answer.get("revision") or 0),
+                age_ms=int(answer.get("age_ms") or 0),
+                raw=MappingProxyType(record),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise Unavailable(
+                "the sidecar sent a resolve answer without a version record"
+            ) from None
+
+
+def _result(answer: Mapping[str, Any]) -> Any:
+    """The ``result`` of an answer, or raise the error class it carries."""
+    if answer.get("ok") is True:
+        return answer.get("result")
+    raise from_body(answer, 500)
+
+
+def _check_path(path: Path) -> str:
+    text = str(path)
+    if len(text.encode()) >= _MAX_SOCKET_PATH_BYTES:
+        raise InvalidRequest(
+            f"socket path is {len(text.encode())} bytes, longer than a Unix socket allows "
+            f"({_MAX_SOCKET_PATH_BYTES - 1}): {text}",
+            socket=text,
+        )
+    return text
+
+
+def _resolve_request(
+    model: str, ref: str | int, min_revision: int | None, wait_ms: int | None
+) -> dict[str, Any]:
+    request: dict[str, Any] = {"op": "resolve", "model": model, "ref": str(ref)}
+    if min_revision is not None:
+        request["min_revision"] = min_revision
+    if wait_ms is not None:
+        request["wait_ms"] = wait_ms
+    return request
+
+
+class _Backoff:
+    """Jittered exponential delays, never sleeping past ``deadline`` (a ``monotonic`` time)."""
+
+    def __init__(self, deadline: float | None, cap_s: float = _BACKOFF_CAP_S) -> None:
+        self.deadline = deadline
+        self.cap_s = cap_s
+        self.attempt = 0
+
+    def next_delay(self) -> float | None:
+        """Seconds to wait before the next attempt, or None when the deadline has passed."""
+        delay: float = min(self.cap_s, _BACKOFF_FIRST_S * 2.0**self.attempt)
+        delay *= random.uniform(0.5, 1.0)
+        self.attempt += 1
+        if self.deadline is None:
+            return delay
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        return min(delay, remaining)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _unavailable(path: str, deadline_s: float, exc: OSError) -> Unavailable:
+    reason = exc.strerror or type(exc).__name__
+    return Unavailable(
+        f"no sidecar answering on {path} after {deadline_s:g} s ({reason}); "
+        "is `reg sidecar run` running with this --socket?",
+        socket=path,
+    )
+
+
+def _is_retryable(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError | ConnectionRefusedError | BlockingIOError) or (
+        exc.errno in _RETRY_ERRNOS
+    )
+
+
+class Client:
+    """Blocking client for one sidecar socket; see the module docstring for how it fails.
+
+    Example::
+
+        with Client("/run/modelreg/sidecar.sock") as reg:
+            reg.resolve("fraud", "production").version
+    """
+
+    def __init__(
+        self,
+        socket_path: str | Path = DEFAULT_SOCKET_PATH,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_deadline_s: float = DEFAULT_CONNECT_DEADLINE_S,
+    ) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout_s = timeout_s
+        self.connect_deadline_s = connect_deadline_s
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the reused connection (a later call opens a new one)."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buf.clear()
+
+    # -- operations --------------------------------------------------------------------------
+
+    def resolve(
+        self,
+        model: str,
+        ref: str | int = "latest",
+        min_revision: int | None = None,
+        wait_ms: int | None = None,
+    ) -> ResolvedModel:
+        """Resolve ``model@ref`` (an alias, a version number or ``latest``).
+
+        With ``min_revision`` the sidecar waits up to ``wait_ms`` for its copy to reach that
+        revision (read-your-writes after a promotion) and raises ``Timeout`` otherwise.
+        Raises ``ModelNotFound``, ``VersionNotFound``, ``AliasNotFound``, ``NotReady``,
+        ``InvalidRequest`` or ``Unavailable``.
+        """
+        request = _resolve_request(model, ref, min_revision, wait_ms)
+        extra_s = (wait_ms or 0) / 1000
+        return ResolvedModel.from_answer(self._call(request, extra_s))
+
+    def get(self, model: str) -> dict[str, Any]:
+        """The model as the sidecar indexed it (aliases, latest). Raises ``ModelNotFound``."""
+        return dict(_result(self._call({"op": "get", "model": model})))
+
+    def list(self) -> Any:
+        """Every model the sidecar indexed."""
+        return _result(self._call({"op": "list"}))
+
+    def status(self) -> dict[str, Any]:
+        """The node view: revision, age_ms, stale, ready, follower, counters, uptime."""
+        answer = self._call({"op": "status"})
+        return dict(_result(answer))
+
+    def ping(self) -> Any:
+        """Round trip with no lookup; raises ``Unavailable`` when nobody answers."""
+        return _result(self._call({"op": "ping"}))
+
+    def watch(
+        self, model: str, ref: str | int = "latest", *, reconnect_deadline_s: float | None = None
+    ) -> Iterator[ResolvedModel]:
+        """Yield the current answer for ``model@ref``, then one record per change.
+
+        If the sidecar goes away (restart, upgrade), reconnects with jittered backoff and goes
+        on; an answer equal to the last one yielded is not repeated. ``reconnect_deadline_s``
+        bounds how long to keep trying (None: for ever), then ``Unavailable``. Error frames
+        raise their class (``AliasNotFound`` for an alias that does not exist…). Close the
+        generator (or leave the ``for`` loop) to close its connection.
+        """
+        request = {"op": "watch", "model": model, "ref": str(ref)}
+        path = _check_path(self.socket_path)
+        last: Mapping[str, Any] | None = None
+        backoff = _Backoff(None, _WATCH_BACKOFF_CAP_S)
+        down_since: float | None = None
+        while True:
+            try:
+                sock = self._connect(path)
+            except Unavailable:
+                down_since = down_since or time.monotonic()
+                if (
+                    reconnect_deadline_s is not None
+                    and time.monotonic() - down_since >= reconnect_deadline_s
+                ):
+                    raise
+                time.sleep(backoff.next_delay() or 0.0)
+                continue
+            buf = bytearray()
+            try:
+                sock.settimeout(None)
+                sock.sendall(_frame(request))
+                while True:
+                    answer = _unpack(self._read_frame(sock, buf))
+                    down_since = None
+                    backoff.reset()
+                    record = ResolvedModel.from_answer(answer) if answer.get("ok") else None
+                    if record is None:
+                        raise from_body(answer, 500)
+                    if last is not None and dict(record.raw) == dict(last):
+                        continue
+                    last = record.raw
+                    yield record
+            except OSError:
+                down_since = down_since or time.monotonic()
+            except Unavailable:
+                down_since = down_since or time.monotonic()
+            finally:
+                sock.close()
+            time.sleep(backoff.next_delay() or 0.0)
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
+        frame = _frame(request)
+        with self._lock:
+            for attempt in (1, 2):
+                fresh = self._sock is None
+                if self._sock is None:
+                    self._sock = self._connect(_check_path(self.socket_path))
+                sock = self._sock
+                try:
+                    sock.settimeout(self.timeout_s + extra_s)
+                    sock.sendall(frame)
+                    answer = _unpack(self._read_frame(sock, self._buf))
+                except TimeoutError:
+                    self._drop()
+                    raise Unavailable(
+                        f"the sidecar on {self.socket_path} did not answer within "
+                        f"{self.timeout_s + extra_s:g} s",
+                        socket=str(self.socket_path),
+                    ) from None
+                except (OSError, Unavailable) as exc:
+                    self._drop()
+                    if fresh or attempt == 2:
+                        if isinstance(exc, RegistryError):
+                            raise
+                        raise Unavailable(
+                            f"lost the connection to the sidecar on {self.socket_path} "
+                            f"({exc.strerror or type(exc).__name__})",
+                            socket=str(self.socket_path),
+                        ) from None
+                    continue
+                if answer.get("ok") is not True:
+                    raise from_body(answer, 500)
+                return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect(self, path: str) -> socket.socket:
+        """Connect, retrying a missing/refusing/busy socket until the deadline."""
+        backoff = _Backoff(time.monotonic() + self.connect_deadline_s)
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout_s)
+                sock.connect(path)
+                return sock
+            except OSError as exc:
+                sock.close()
+                if not _is_retryable(exc):
+                    raise Unavailable(
+                        f"cannot connect to the sidecar on {path}: "
+                        f"{exc.strerror or type(exc).__name__}",
+                        socket=path,
+                    ) from None
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise _unavailable(path, self.connect_deadline_s, exc) from None
+                time.sleep(delay)
+
+    @staticmethod
+    def _read_frame(sock: socket.socket, buf: bytearray) -> bytes:
+        """One frame's body from ``sock``; bytes beyond it stay in ``buf`` for the next call."""
+        while True:
+            if len(buf) >= 4:
+                (size,) = _HEADER.unpack_from(buf)
+                if size > _MAX_ANSWER_BYTES:
+                    raise Unavailable(f"the sidecar sent a {size}-byte frame; refusing it")
+                end = 4 + size
+                if len(buf) >= end:
+                    body = bytes(buf[4:end])
+                    del buf[:end]
+                    return body
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError(errno.ECONNRESET, "connection closed by the sidecar")
+            buf += chunk
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`Client`: same operations, same errors, awaitable.
+
+    Example::
+
+        async with AsyncClient("/run/modelreg/sidecar.sock") as reg:
+            model = await reg.resolve("fraud", "production")
+            async for changed in reg.watch("fraud", "production"):
+                await reload(changed)
+    """
+
+    def __init__(
+        self,
+        socket_path: str | Path = DEFAULT_SOCKET_PATH,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_deadline_s: float = DEFAULT_CONNECT_DEADLINE_S,
+    ) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout_s = timeout_s
+        self.connect_deadline_s = connect_deadline_s
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the reused connection (a later call opens a new one)."""
+        await self._drop()
+
+    async def _drop(self) -> None:
+        if self._conn is not None:
+            writer = self._conn[1]
+            self._conn = None
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def resolve(
+        self,
+        model: str,
+        ref: str | int = "latest",
+        min_revision: int | None = None,
+        wait_ms: int | None = None,
+    ) -> ResolvedModel:
+        """See :meth:`Client.resolve`."""
+        request = _resolve_request(model, ref, min_revision, wait_ms)
+        answer = await self._call(request, (wait_ms or 0) / 1000)
+        return ResolvedModel.from_answer(answer)
+
+    async def get(self, model: str) -> dict[str, Any]:
+        """See :meth:`Client.get`."""
+        return dict(_result(await self._call({"op": "get", "model": model})))
+
+    async def list(self) -> Any:
+        """See :meth:`Client.list`."""
+        return _result(await self._call({"op": "list"}))
+
+    async def status(self) -> dict[str, Any]:
+        """See :meth:`Client.status`."""
+        return dict(_result(await self._call({"op": "status"})))
+
+    async def ping(self) -> Any:
+        """See :meth:`Client.ping`."""
+        return _result(await self._call({"op": "ping"}))
+
+    async def watch(
+        self, model: str, ref: str | int = "latest", *, reconnect_deadline_s: float | None = None
+    ) -> AsyncIterator[ResolvedModel]:
+        """See :meth:`Client.watch`."""
+        request = {"op": "watch", "model": model, "ref": str(ref)}
+        path = _check_path(self.socket_path)
+        last: Mapping[str, Any] | None = None
+        backoff = _Backoff(None, _WATCH_BACKOFF_CAP_S)
+        down_since: float | None = None
+        while True:
+            try:
+                reader, writer = await self._connect(path)
+            except Unavailable:
+                down_since = down_since or time.monotonic()
+                if (
+                    reconnect_deadline_s is not None
+                    and time.monotonic() - down_since >= reconnect_deadline_s
+                ):
+                    raise
+                await asyncio.sleep(backoff.next_delay() or 0.0)
+                continue
+            try:
+                writer.write(_frame(request))
+                await writer.drain()
+                while True:
+                    answer = _unpack(await self._read_frame(reader))
+                    down_since = None
+                    backoff.reset()
+                    if answer.get("ok") is not True:
+                        raise from_body(answer, 500)
+                    record = ResolvedModel.from_answer(answer)
+                    if last is not None and dict(record.raw) == dict(last):
+                        continue
+                    last = record.raw
+                    yield record
+            except (OSError, asyncio.IncompleteReadError, Unavailable):
+                down_since = down_since or time.monotonic()
+            finally:
+                writer.close()
+            await asyncio.sleep(backoff.next_delay() or 0.0)
+
+    async def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        frame = _frame(request)
+        async with self._lock:
+            for attempt in (1, 2):
+                fresh = self._conn is None
+                if self._conn is None:
+                    self._conn = await self._connect(_check_path(self.socket_path))
+                reader, writer = self._conn
+                try:
+                    writer.write(frame)
+                    await writer.drain()
+                    async with asyncio.timeout(self.timeout_s + extra_s):
+                        answer = _unpack(await self._read_frame(reader))
+                except TimeoutError:
+                    await self._drop()
+                    raise Unavailable(
+                        f"the sidecar on {self.socket_path} did not answer within "
+                        f"{self.timeout_s + extra_s:g} s",
+                        socket=str(self.socket_path),
+                    ) from None
+                except (OSError, asyncio.IncompleteReadError, Unavailable) as exc:
+                    await self._drop()
+                    if fresh or attempt == 2:
+                        if isinstance(exc, RegistryError):
+                            raise
+                        raise Unavailable(
+                            f"lost the connection to the sidecar on {self.socket_path} "
+                            f"({getattr(exc, 'strerror', None) or type(exc).__name__})",
+                            socket=str(self.socket_path),
+                        ) from None
+                    continue
+                if answer.get("ok") is not True:
+                    raise from_body(answer, 500)
+                return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect(self, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        backoff = _Backoff(time.monotonic() + self.connect_deadline_s)
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    return await asyncio.open_unix_connection(path, limit=_MAX_ANSWER_BYTES)
+            except TimeoutError:
+                raise Unavailable(
+                    f"the sidecar on {path} did not accept within {self.timeout_s:g} s",
+                    socket=path,
+                ) from None
+            except OSError as exc:
+                if not _is_retryable(exc):
+                    raise Unavailable(
+                        f"cannot connect to the sidecar on {path}: "
+                        f"{exc.strerror or type(exc).__name__}",
+                        socket=path,
+                    ) from None
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise _unavailable(path, self.connect_deadline_s, exc) from None
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+        (size,) = _HEADER.unpack(await reader.readexactly(4))
+        if size > _MAX_ANSWER_BYTES:
+            raise Unavailable(f"the sidecar sent a {size}-byte frame; refusing it")
+        return await reader.readexactly(size)
