@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from cli.context import global_options
+from cli.context import RegGroup, global_options
 
 __all__ = ["COMMAND_MODULES", "main", "root"]
 
@@ -31,7 +31,9 @@ COMMAND_MODULES = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=RegGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @global_options
 def root() -> None:
     """modelreg: which exact model serves production, who approved it, what it was trained on.
