@@ -47,6 +47,7 @@ from typing import Any, Self
 import msgpack
 
 from central.errors import InvalidRequest, RegistryError, Unavailable, from_body
+from sidecar.protocol import MAX_RESPONSE_BYTES, encode_frame
 
 __all__ = [
     "DEFAULT_CONNECT_DEADLINE_S",
@@ -72,17 +73,10 @@ _BACKOFF_FIRST_S = 0.005
 _BACKOFF_CAP_S = 0.5
 #: Backoff cap between ``watch`` reconnection attempts, in seconds.
 _WATCH_BACKOFF_CAP_S = 1.0
-#: Largest answer frame accepted, in bytes (``list`` on a big registry is the largest answer).
-_MAX_ANSWER_BYTES = 256 * 1024 * 1024
 #: Linux limit on a Unix socket path (``sun_path``), in bytes, including the final NUL.
 _MAX_SOCKET_PATH_BYTES = 107
 
 _HEADER = struct.Struct(">I")
-
-
-def _frame(obj: Mapping[str, Any]) -> bytes:
-    body: bytes = msgpack.packb(obj, use_bin_type=True)
-    return _HEADER.pack(len(body)) + body
 
 
 def _unpack(body: bytes) -> dict[str, Any]:
@@ -364,7 +358,7 @@ class Client:
             buf = bytearray()
             try:
                 sock.settimeout(None)
-                sock.sendall(_frame(request))
+                sock.sendall(encode_frame(request))
                 while True:
                     answer = _unpack(self._read_frame(sock, buf))
                     down_since = None
@@ -387,7 +381,7 @@ class Client:
     # -- transport ---------------------------------------------------------------------------
 
     def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
-        frame = _frame(request)
+        frame = encode_frame(request)
         with self._lock:
             for attempt in (1, 2):
                 fresh = self._sock is None
@@ -449,7 +443,7 @@ class Client:
         while True:
             if len(buf) >= 4:
                 (size,) = _HEADER.unpack_from(buf)
-                if size > _MAX_ANSWER_BYTES:
+                if size > MAX_RESPONSE_BYTES:
                     raise Unavailable(f"the sidecar sent a {size}-byte frame; refusing it")
                 end = 4 + size
                 if len(buf) >= end:
@@ -559,7 +553,7 @@ class AsyncClient:
                 await asyncio.sleep(backoff.next_delay() or 0.0)
                 continue
             try:
-                writer.write(_frame(request))
+                writer.write(encode_frame(request))
                 await writer.drain()
                 while True:
                     answer = _unpack(await self._read_frame(reader))
@@ -581,7 +575,7 @@ class AsyncClient:
     async def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
         if self._lock is None:
             self._lock = asyncio.Lock()
-        frame = _frame(request)
+        frame = encode_frame(request)
         async with self._lock:
             for attempt in (1, 2):
                 fresh = self._conn is None
@@ -621,7 +615,7 @@ class AsyncClient:
         while True:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    return await asyncio.open_unix_connection(path, limit=_MAX_ANSWER_BYTES)
+                    return await asyncio.open_unix_connection(path, limit=MAX_RESPONSE_BYTES)
             except TimeoutError:
                 raise Unavailable(
                     f"the sidecar on {path} did not accept within {self.timeout_s:g} s",
@@ -642,6 +636,6 @@ class AsyncClient:
     @staticmethod
     async def _read_frame(reader: asyncio.StreamReader) -> bytes:
         (size,) = _HEADER.unpack(await reader.readexactly(4))
-        if size > _MAX_ANSWER_BYTES:
+        if size > MAX_RESPONSE_BYTES:
             raise Unavailable(f"the sidecar sent a {size}-byte frame; refusing it")
         return await reader.readexactly(size)
