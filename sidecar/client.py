@@ -38,7 +38,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -329,7 +329,7 @@ class Client:
 
     def watch(
         self, model: str, ref: str | int = "latest", *, reconnect_deadline_s: float | None = None
-    ) -> Iterator[ResolvedModel]:
+    ) -> Generator[ResolvedModel, None, None]:
         """Yield the current answer for ``model@ref``, then one record per change.
 
         If the sidecar goes away (restart, upgrade), reconnects with jittered backoff and goes
@@ -533,7 +533,7 @@ class AsyncClient:
 
     async def watch(
         self, model: str, ref: str | int = "latest", *, reconnect_deadline_s: float | None = None
-    ) -> AsyncIterator[ResolvedModel]:
+    ) -> AsyncGenerator[ResolvedModel, None]:
         """See :meth:`Client.watch`."""
         request = {"op": "watch", "model": model, "ref": str(ref)}
         path = _check_path(self.socket_path)
