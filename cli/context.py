@@ -42,6 +42,8 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "KEY_NUMBER",
+    "KEY_VALUE",
     "CommandError",
     "Context",
     "RegGroup",
@@ -49,6 +51,9 @@ __all__ = [
     "exit_code_for",
     "global_options",
     "json_option",
+    "next_page_hint",
+    "page_options",
+    "pairs_dict",
     "pass_context",
 ]
 
@@ -174,6 +179,67 @@ class RegGroup(click.Group):
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class KeyValue(click.ParamType[tuple[str, Any]]):
+    """``KEY=VALUE`` -> ``(key, value)``; with ``numeric`` the value must be a finite number."""
+
+    name = "KEY=VALUE"
+
+    def __init__(self, numeric: bool = False) -> None:
+        self.numeric = numeric
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        key, sep, raw = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"expected KEY=VALUE, got {value!r}", param, ctx)
+        if not self.numeric:
+            return key.strip(), raw
+        try:
+            number: int | float = int(raw)
+        except ValueError:
+            try:
+                number = float(raw)
+            except ValueError:
+                self.fail(f"{key.strip()}: expected a number, got {raw!r}", param, ctx)
+            if number != number or number in (float("inf"), float("-inf")):
+                self.fail(f"{key.strip()}: expected a finite number, got {raw!r}", param, ctx)
+        return key.strip(), number
+
+
+#: ``--tag k=v`` and ``--param k=v`` values.
+KEY_VALUE = KeyValue()
+#: ``--metric k=v`` values: numbers.
+KEY_NUMBER = KeyValue(numeric=True)
+
+
+def pairs_dict(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` options as a dict (a repeated key keeps its last value)."""
+    return dict(pairs)
+
+
+def page_options(fn: F) -> F:
+    """``--limit`` and ``--page-token`` for a command that prints one page of a list."""
+    fn = click.option(
+        "--page-token", default=None, help="Continue from the page token a previous call printed."
+    )(fn)
+    fn = click.option(
+        "--limit",
+        type=click.IntRange(1, 1000),
+        default=100,
+        show_default=True,
+        help="Items per page.",
+    )(fn)
+    return fn
+
+
+def next_page_hint(ctx: Context, page: dict[str, Any]) -> None:
+    """Tell a person (not a script: stderr, text mode only) how to get the next page."""
+    token = page.get("next_page_token")
+    if token and not ctx.json:
+        click.echo(f"more: add --page-token {token}", err=True)
 
 
 def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
