@@ -1,0 +1,160 @@
+"""``reg up``: one stack per data directory, Ctrl-C leaves nothing behind, --demo is idempotent.
+
+Every test runs the installed ``reg up`` (real central, real litestream, real sidecar) in a short
+temporary directory and stops it with SIGINT in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from central.client import CentralClient
+from cli.up import LOCK_NAME, AlreadyRunning, acquire_lock
+from cli.up_demo import DEMO_APPROVER, DEMO_MODEL
+from sidecar.client import Client
+from tests.e2e.stack import (
+    STACK_ENV,
+    UpProc,
+    live_pids,
+    process_tree,
+    short_tempdir,
+    start_up,
+)
+from tests.procs import BIN_DIR, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = short_tempdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _revision(up: UpProc) -> int:
+    return int(CentralClient(up.url).health()["revision"])
+
+
+class TestLock:
+    def test_second_lock_on_the_same_directory_is_refused_and_names_the_holder(
+        self, tmp_path: Path
+    ) -> None:
+        """A second acquire fails with the first holder's PID and leaves the lock file as it was."""
+        first = acquire_lock(tmp_path)
+        try:
+            before = (tmp_path / LOCK_NAME).read_text()
+            with pytest.raises(AlreadyRunning) as caught:
+                acquire_lock(tmp_path)
+            assert f"pid {os.getpid()}" in str(caught.value)
+            assert before == (tmp_path / LOCK_NAME).read_text()
+        finally:
+            first.close()
+
+    def test_lock_is_free_again_once_its_holder_closes_it(self, tmp_path: Path) -> None:
+        """Closing the lock (what a stopped or killed reg up does) lets the next one take it."""
+        acquire_lock(tmp_path).close()
+        second = acquire_lock(tmp_path)
+        second.close()
+        assert f"{os.getpid()}\n" == (tmp_path / LOCK_NAME).read_text()
+
+
+class TestTwice:
+    def test_second_up_on_the_same_data_dir_refuses_and_changes_nothing(
+        self, workdir: Path
+    ) -> None:
+        """While one reg up runs, a second exits 4 with a clear message; the first keeps serving."""
+        up = start_up(workdir)
+        try:
+            lock_before = (up.data_dir / LOCK_NAME).read_text()
+            tree_before = process_tree(up.pid)
+            second = subprocess.run(
+                [str(BIN_DIR / "reg"), "up", "--data-dir", ".reg", "--listen", "127.0.0.1:1"],
+                cwd=workdir,
+                env={**os.environ, **STACK_ENV},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert second.returncode == 4
+            assert "already running" in second.stderr
+            assert f"pid {up.pid}" in second.stderr
+            assert lock_before == (up.data_dir / LOCK_NAME).read_text()
+            assert tree_before == process_tree(up.pid)
+            assert CentralClient(up.url).health()["status"] == "ok"
+            with Client(up.socket) as sidecar:
+                assert sidecar.status()["ready"] is True
+        finally:
+            assert up.stop() == 0
+
+
+class TestStop:
+    def test_sigint_stops_every_process_and_a_restart_resumes(self, workdir: Path) -> None:
+        """Ctrl-C ends reg up, central, the sidecar and their litestream children; data stays."""
+        up = start_up(workdir)
+        try:
+            tree = process_tree(up.pid)
+            client = CentralClient(up.url, token=up.admin_token)
+            client.create_model("kept")
+            revision = _revision(up)
+        finally:
+            code = up.stop(signal.SIGINT)
+        assert code == 0
+        assert len(tree) >= 4  # central, sidecar and a litestream under each
+        wait_for(lambda: not (tree & set(live_pids())), timeout=10, what="no process left")
+        assert "stopped; the data stays" in up.output()
+
+        again = start_up(workdir, port=up.port)
+        try:
+            assert revision <= _revision(again)
+            assert (
+                CentralClient(again.url, token=again.admin_token).get_model("kept")["name"]
+                == "kept"
+            )
+        finally:
+            assert again.stop(signal.SIGTERM) == 0
+
+    def test_children_stop_when_reg_up_is_killed_outright(self, workdir: Path) -> None:
+        """SIGKILL on reg up: its children get SIGTERM from the kernel and go away."""
+        up = start_up(workdir)
+        try:
+            tree = process_tree(up.pid)
+        finally:
+            up.stop(signal.SIGKILL)
+        wait_for(lambda: not (tree & set(live_pids())), timeout=30, what="no process left")
+
+
+class TestDemo:
+    def test_demo_registers_approves_promotes_and_a_second_run_adds_nothing(
+        self, workdir: Path
+    ) -> None:
+        """--demo leaves fraud@production on an approved version; rerunning changes no revision."""
+        up = start_up(workdir, ["--demo"])
+        try:
+            admin = CentralClient(up.url, token=up.admin_token)
+            production = admin.resolve(DEMO_MODEL, "production")["version"]
+            assert production["status"] == "approved"
+            assert production["decision"]["by"] == DEMO_APPROVER
+            assert production["created_by"] == "admin"
+            assert len(admin.list_versions(DEMO_MODEL)["items"]) == 3
+            with Client(up.socket) as sidecar:
+                assert production["version"] == sidecar.resolve(DEMO_MODEL, "production").version
+            revision = _revision(up)
+        finally:
+            assert up.stop() == 0
+
+        again = start_up(workdir, ["--demo"], port=up.port)
+        try:
+            assert revision == _revision(again)
+            assert "version 2 is approved" in again.output()
+        finally:
+            assert again.stop() == 0
