@@ -1,0 +1,159 @@
+"""The aiohttp application factory of central: :func:`create_app`.
+
+Middlewares, outermost first:
+
+1. ``metrics_middleware`` times every request and counts it by route and final status;
+2. ``error_middleware`` turns every exception into the one error body of ``central/errors.py``
+   (a :class:`RegistryError` with its code and status; aiohttp's 404/405/413 as ``not_found``,
+   ``method_not_allowed``, ``payload_too_large``; anything else as a generic 500 ``internal``,
+   logged here and never described on the wire);
+3. ``auth_middleware`` authenticates every ``/v1`` request (401 ``unauthenticated``); handlers
+   check roles and scopes.
+
+Cleanup contexts, in order: restore from the replica, open the registry and the tokens, run
+replication, run the heartbeat. They unwind in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from central import api
+from central.appkeys import AUTH, CONFIG, REGISTRY
+from central.auth import TOKEN, Auth
+from central.config import CentralConfig
+from central.errors import (
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RegistryError,
+    error_body,
+    from_body,
+)
+from central.metrics import METRICS, Metrics
+from central.registry import Registry
+from central.replication import replicate_ctx, restore_ctx
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_UNMATCHED = "unmatched"
+
+
+def _error_response(exc: RegistryError) -> web.Response:
+    return web.json_response(error_body(exc), status=exc.status)
+
+
+def _from_http(request: web.Request, exc: web.HTTPException) -> RegistryError:
+    if exc.status == 404:
+        return NotFound(f"no route {request.path}", path=request.path)
+    if exc.status == 405:
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+    if exc.status == 413:
+        limit = request.app[CONFIG].max_body_bytes
+        return PayloadTooLarge(f"request body over {limit} bytes", limit=limit)
+    return from_body(None, exc.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: api.Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RegistryError as exc:
+        if type(exc) is RegistryError:  # a bare internal error: its message is not for the wire
+            log.error("internal error on %s %s: %r", request.method, request.path, exc)
+            return _error_response(RegistryError("internal error"))
+        return _error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _error_response(_from_http(request, exc))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(RegistryError("internal error"))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: api.Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is None and request.path.startswith("/v1/"):
+        auth = request.app[AUTH]
+        token = auth.authenticate(request.headers.get("Authorization"))
+        request[TOKEN] = token
+        await auth.touch(token)
+    return await handler(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: api.Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else _UNMATCHED
+        request.app[METRICS].observe(request.method, route, status, time.perf_counter() - started)
+
+
+async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
+    registry, auth = app[REGISTRY], app[AUTH]
+    await registry.open()
+    try:
+        await auth.open()
+        try:
+            yield
+        finally:
+            await auth.close()
+    finally:
+        await registry.close()
+
+
+async def _beat(registry: Registry, interval_s: float) -> None:
+    while True:
+        try:
+            await registry.heartbeat()
+        except Exception:  # keep beating: a missed beat shows as staleness on the sidecars
+            log.exception("heartbeat failed")
+        await asyncio.sleep(interval_s)
+
+
+async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
+    interval = app[CONFIG].heartbeat_interval_s
+    task = asyncio.create_task(_beat(app[REGISTRY], interval)) if interval > 0 else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def create_app(config: CentralConfig) -> web.Application:
+    """Central's application for ``config``; nothing is opened until the app starts."""
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        # aiohttp's own limit answers in plain text: api._body turns it into our 413 body
+        client_max_size=config.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app[REGISTRY] = Registry(config)
+    app[AUTH] = Auth(config)
+    app[METRICS] = Metrics()
+    api.add_routes(app)
+    app.cleanup_ctx.extend([restore_ctx, _registry_ctx, replicate_ctx, _heartbeat_ctx])
+    return app

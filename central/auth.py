@@ -1,0 +1,404 @@
+"""Bearer tokens: roles, model-name scopes, and the secrets database that holds their hashes.
+
+Roles form a small lattice, not a line::
+
+    reader < publisher < approver < admin
+                       < deployer < admin
+
+(approver and deployer each include publisher; admin includes everything). A token may be
+scoped to model-name globs (``fraud-*``); an empty scope means every model.
+
+Secrets look like ``mr_<43 urlsafe characters>`` and are shown once, when created; only their
+sha256 is stored, in ``secrets.db`` (schema :data:`central.schema.SECRETS_MIGRATIONS`), which is
+never the replicated ``registry.db``. Every token is kept in memory too, keyed by hash, so a
+request is authenticated without touching the disk.
+
+On first start :meth:`Auth.open` creates the ``admin`` token and writes its secret to
+``config.admin_token_file`` (mode 0600). When that file already holds a valid secret it is reused;
+when it is missing or stale (a restored ``secrets.db`` on a new host) the ``admin`` token gets a
+fresh secret and the file is rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from central.config import CentralConfig
+from central.errors import (
+    AlreadyExists,
+    InvalidField,
+    InvalidName,
+    PermissionDenied,
+    TokenNotFound,
+    Unauthenticated,
+)
+from central.records import now
+from central.schema import SECRETS_MIGRATIONS, migrate
+
+__all__ = [
+    "ADMIN_TOKEN_NAME",
+    "MAX_SCOPE_GLOBS",
+    "ROLES",
+    "SECRET_PREFIX",
+    "TOKEN",
+    "Auth",
+    "Token",
+    "hash_secret",
+    "new_secret",
+    "role_includes",
+    "scope_filter",
+]
+
+log = logging.getLogger(__name__)
+
+ROLES = ("reader", "publisher", "approver", "deployer", "admin")
+#: role -> every role it includes (itself too).
+_INCLUDES: dict[str, frozenset[str]] = {
+    "reader": frozenset({"reader"}),
+    "publisher": frozenset({"reader", "publisher"}),
+    "approver": frozenset({"reader", "publisher", "approver"}),
+    "deployer": frozenset({"reader", "publisher", "deployer"}),
+    "admin": frozenset(ROLES),
+}
+ADMIN_TOKEN_NAME = "admin"
+SECRET_PREFIX = "mr_"
+#: Most globs one token may be scoped to.
+MAX_SCOPE_GLOBS = 100
+#: Seconds between two writes of a token's ``last_used_at`` (it is informative, not exact).
+LAST_USED_RESOLUTION_S = 60.0
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_GLOB_RE = re.compile(r"[a-z0-9._*?\[\]!-]{1,128}")
+_SECRET_RE = re.compile(SECRET_PREFIX + r"[A-Za-z0-9_-]{43}")
+
+T = TypeVar("T")
+
+
+#: The authenticated token of a request (set by the auth middleware of ``central/app.py``).
+TOKEN: web.RequestKey[Token] = web.RequestKey("token")
+
+
+def role_includes(held: str, needed: str) -> bool:
+    """Whether a token with role ``held`` may do what needs role ``needed``."""
+    return needed in _INCLUDES.get(held, frozenset())
+
+
+def new_secret() -> str:
+    """A fresh token secret: ``mr_`` and 43 urlsafe characters (256 random bits)."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a secret: its sha256, hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Token:
+    """One API token, as authentication sees it (never its secret or hash)."""
+
+    name: str
+    role: str
+    #: Model-name globs; empty means every model.
+    models: tuple[str, ...]
+    created_by: str
+    created_at: str
+    last_used_at: str | None = None
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.models)
+
+    def has_role(self, needed: str) -> bool:
+        return role_includes(self.role, needed)
+
+    def covers(self, model: str) -> bool:
+        """Whether ``model`` is inside this token's scope."""
+        return not self.models or any(fnmatch.fnmatchcase(model, g) for g in self.models)
+
+    def require(self, needed: str, model: str | None = None) -> None:
+        """Raise :class:`PermissionDenied` unless this token has ``needed`` and covers ``model``."""
+        if not self.has_role(needed):
+            raise PermissionDenied(
+                f"token {self.name!r} has role {self.role!r}; this needs {needed!r}",
+                role=self.role,
+                required=needed,
+            )
+        if model is not None and not self.covers(model):
+            raise PermissionDenied(
+                f"token {self.name!r} is not allowed on model {model!r}", model=model
+            )
+
+    def require_unscoped(self, what: str) -> None:
+        """Raise :class:`PermissionDenied` if this token is scoped to some models only."""
+        if self.scoped:
+            raise PermissionDenied(f"{what} needs a token that is not scoped to models")
+
+    def record(self) -> dict[str, Any]:
+        """The token as the API lists it."""
+        return {
+            "name": self.name,
+            "role": self.role,
+            "models": list(self.models),
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+        }
+
+
+def _validate(name: Any, role: Any, models: Any) -> tuple[str, str, tuple[str, ...]]:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidName(
+            f"invalid token name {name!r}: expected [a-z0-9][a-z0-9._-]{{0,127}}", field="name"
+        )
+    if role not in ROLES:
+        raise InvalidField(
+            f"invalid role {role!r}: expected one of {', '.join(ROLES)}", field="role"
+        )
+    if models is None:
+        models = []
+    if not isinstance(models, list) or len(models) > MAX_SCOPE_GLOBS:
+        raise InvalidField(
+            f"models must be a list of at most {MAX_SCOPE_GLOBS} model-name globs", field="models"
+        )
+    for glob in models:
+        if not isinstance(glob, str) or not _GLOB_RE.fullmatch(glob):
+            raise InvalidField(
+                f"invalid model glob {glob!r}: 1-128 of a-z 0-9 . _ - * ? [ ] !", field="models"
+            )
+    return name, role, tuple(dict.fromkeys(models))
+
+
+class Auth:
+    """Token authentication and management over ``secrets.db``.
+
+    Lifecycle: ``await open()`` / ``await close()``; no I/O in the constructor. All database work
+    runs in a worker thread, one statement group at a time.
+    """
+
+    def __init__(self, config: CentralConfig) -> None:
+        self._config = config
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        #: secret hash -> token; the whole (small) table, kept in step with the database.
+        self._by_hash: dict[str, Token] = {}
+        #: token name -> monotonic time its last_used_at was last written.
+        self._touched: dict[str, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (and migrate) ``secrets.db``, load the tokens, ensure the admin token exists.
+
+        Raises ``sqlite3.Error`` / ``OSError`` when the data directory is unusable and
+        :class:`central.schema.SchemaTooNew` for a database from a newer release.
+        """
+        await asyncio.to_thread(self._open_sync)
+
+    async def close(self) -> None:
+        """Close the database. Safe to call twice."""
+        async with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await asyncio.to_thread(conn.close)
+
+    def _open_sync(self) -> None:
+        path = self._config.secrets_db
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            # The settings Litestream needs: it replicates this file too (to its own path).
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            migrate(conn, SECRETS_MIGRATIONS)
+            self._conn = conn
+            self._load()
+            self._ensure_admin()
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("Auth is not open")
+        return self._conn
+
+    def _load(self) -> None:
+        rows = self._db().execute(
+            "SELECT name, role, models, hash, created_by, created_at, last_used_at FROM tokens"
+        )
+        self._by_hash = {
+            row[3]: Token(row[0], row[1], tuple(json.loads(row[2])), row[4], row[5], row[6])
+            for row in rows
+        }
+
+    def _ensure_admin(self) -> None:
+        file = self._config.admin_token_file
+        try:
+            existing = file.read_text().strip()
+        except FileNotFoundError:
+            existing = ""
+        known = self._by_hash.get(hash_secret(existing)) if existing else None
+        if known is not None and known.name == ADMIN_TOKEN_NAME and known.role == "admin":
+            return
+        secret = new_secret()
+        digest = hash_secret(secret)
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM tokens WHERE name = ?", (ADMIN_TOKEN_NAME,))
+            conn.execute(
+                "INSERT INTO tokens (name, role, models, hash, created_by, created_at)"
+                " VALUES (?, 'admin', '[]', ?, 'central', ?)",
+                (ADMIN_TOKEN_NAME, digest, now()),
+            )
+            _write_private(file, secret + "\n")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if existing or any(t.name == ADMIN_TOKEN_NAME for t in self._by_hash.values()):
+            log.warning("admin token file %s was missing or stale: issued a new admin token", file)
+        self._load()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._lock:
+            conn = self._db()
+            return await asyncio.to_thread(fn, conn)
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> Token:
+        """The token of an ``Authorization: Bearer <secret>`` header value.
+
+        Raises :class:`Unauthenticated` when the header is missing, malformed, or names no
+        token. Never touches the disk (see :meth:`touch`).
+        """
+        if not authorization:
+            raise Unauthenticated("missing Authorization: Bearer <token> header")
+        scheme, _, secret = authorization.strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+        token = self._by_hash.get(hash_secret(secret)) if _SECRET_RE.fullmatch(secret) else None
+        if token is None:
+            raise Unauthenticated("invalid or revoked token")
+        return token
+
+    async def touch(self, token: Token) -> None:
+        """Record that ``token`` was used, at most once per minute per token."""
+        moment = time.monotonic()
+        last = self._touched.get(token.name)
+        if last is not None and moment - last < LAST_USED_RESOLUTION_S:
+            return
+        self._touched[token.name] = moment
+        at = now()
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (at, token.name))
+
+        await self._run(update)
+
+    # -- management --------------------------------------------------------------------------
+
+    async def create(
+        self, actor: str, name: Any, role: Any, models: Any = None
+    ) -> tuple[Token, str]:
+        """Create a token; return it and its secret (the only time the secret is available).
+
+        Raises :class:`InvalidName`, :class:`InvalidField` (role, models) and
+        :class:`AlreadyExists` when a token of that name exists.
+        """
+        name, role, globs = _validate(name, role, models)
+        secret = new_secret()
+        token = Token(name, role, globs, actor, now())
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO tokens (name, role, models, hash, created_by, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        role,
+                        json.dumps(list(globs)),
+                        hash_secret(secret),
+                        actor,
+                        token.created_at,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"token {name!r} already exists", token=name) from None
+
+        await self._run(insert)
+        self._by_hash[hash_secret(secret)] = token
+        return token, secret
+
+    async def tokens(self) -> list[Token]:
+        """Every token, by name, with ``last_used_at`` as last recorded."""
+
+        def select(conn: sqlite3.Connection) -> list[Token]:
+            rows = conn.execute(
+                "SELECT name, role, models, created_by, created_at, last_used_at"
+                " FROM tokens ORDER BY name"
+            )
+            return [Token(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5]) for r in rows]
+
+        return await self._run(select)
+
+    async def revoke(self, actor: Token, name: str) -> Token:
+        """Delete the token ``name``; it stops working at once.
+
+        Raises :class:`TokenNotFound`, and :class:`PermissionDenied` when ``actor`` tries to
+        revoke itself (an admin could lock everyone out).
+        """
+        if name == actor.name:
+            raise PermissionDenied("a token cannot revoke itself", token=name)
+
+        def delete(conn: sqlite3.Connection) -> str:
+            row = conn.execute("SELECT hash FROM tokens WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise TokenNotFound(f"no token named {name!r}", token=name)
+            conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
+            return str(row[0])
+
+        digest = await self._run(delete)
+        token = self._by_hash.pop(digest)
+        self._touched.pop(name, None)
+        return token
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def scope_filter(token: Token, items: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The items of a page whose ``key`` (a model name) is inside ``token``'s scope."""
+    return [item for item in items if token.covers(str(item.get(key, "")))]
