@@ -148,6 +148,8 @@ class S3Client:
         }
         if self.session_token:
             headers["x-amz-security-token"] = self.session_token
+        if method == "PUT":
+            headers["content-type"] = "application/json"
         signed = ";".join(sorted(headers))
         canonical = "\n".join(
             [
