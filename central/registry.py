@@ -1,0 +1,482 @@
+"""The registry facade the HTTP layer calls: validate, then read or write through the store.
+
+Every method validates its arguments (:mod:`central.validate`) before touching the database,
+so bad input raises an :class:`~central.errors.InvalidRequest` and changes nothing. Mutations
+run the rule functions of :mod:`central.policy` through the store's one write path and return
+the written record with the new registry ``"revision"``; reads run :mod:`central.queries` on a
+read-only connection.
+
+Errors (all from :mod:`central.errors`): ``InvalidName``, ``InvalidDigest``, ``InvalidURI``,
+``InvalidField`` for bad arguments; ``ModelNotFound``, ``VersionNotFound``, ``AliasNotFound``;
+``AlreadyExists``, ``AliasConflict``, ``InvalidTransition``, ``NotApproved``, ``VersionInUse``,
+``NothingToRollBack``, ``FourEyesViolation`` for rules; ``Unavailable`` when the registry is
+closed or its database fails. Each carries its details (``model``, ``version``, ``alias``,
+``field``, ``expected``, ``actual``) as attributes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from central import policy, queries
+from central import validate as v
+from central.audit import verify
+from central.config import CentralConfig
+from central.errors import InvalidField
+from central.policy import UNSET, Unset
+from central.store import Store
+
+__all__ = ["STATUSES", "UNSET", "Registry", "Unset"]
+
+#: Every version status.
+STATUSES = ("registered", "approved", "rejected", "archived")
+#: Longest idempotency key, run id, commit, digest text.
+MAX_KEY_LEN = 256
+MAX_FORMAT_LEN = 64
+
+_VERSION_FIELDS = frozenset(
+    {
+        "artifact_uri",
+        "sha256",
+        "size",
+        "format",
+        "run_id",
+        "commit",
+        "dataset_uri",
+        "dataset_digest",
+        "parent_version",
+        "params",
+        "metrics",
+        "tags",
+        "description",
+        "idempotency_key",
+    }
+)
+
+Page = dict[str, Any]
+Time = datetime | str | None
+
+
+class Registry:
+    """Models, versions, aliases and the event log of one ``registry.db``.
+
+    ``await open()`` before use and ``await close()`` after; the constructor does no I/O.
+    """
+
+    def __init__(self, config: CentralConfig) -> None:
+        self.config = config
+        self.store = Store(config.registry_db)
+        self._protected = frozenset(config.protected_aliases)
+
+    async def open(self) -> None:
+        """Create the data directory, migrate ``registry.db`` and write the heartbeat row.
+
+        Raises :class:`central.schema.SchemaTooNew` for a database of a newer release.
+        """
+        await self.store.open()
+        await self.heartbeat()
+
+    async def close(self) -> None:
+        """Finish queued writes and close the database (never checkpoints)."""
+        await self.store.close()
+
+    async def __aenter__(self) -> Registry:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- models --------------------------------------------------------------------------
+
+    async def create_model(
+        self,
+        actor: str,
+        name: str,
+        description: str = "",
+        owner: str = "",
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a model; the model record with ``revision``. Raises ``AlreadyExists``."""
+        fn = partial(
+            policy.create_model,
+            actor=v.actor(actor),
+            name=v.model_name(name),
+            description=v.text(description, "description", v.MAX_DESCRIPTION_LEN),
+            owner=v.text(owner, "owner"),
+            tags=v.tags({} if tags is None else tags),
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    async def get_model(self, name: str) -> dict[str, Any]:
+        """The model record with its aliases and latest version; raises ``ModelNotFound``."""
+        return await self.store.read(partial(queries.get_model, name=v.model_name(name)))
+
+    async def list_models(
+        self, prefix: str | None = None, limit: int = 100, page_token: str | None = None
+    ) -> Page:
+        """Models in name order, optionally those whose name starts with ``prefix``."""
+        fn = partial(
+            queries.list_models,
+            prefix=v.optional_text(prefix, "prefix", 128),
+            limit=v.limit(limit),
+            page_token=page_token,
+        )
+        return await self.store.read(fn)
+
+    async def update_model(
+        self,
+        actor: str,
+        name: str,
+        description: str | None = None,
+        owner: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Change the given fields of a model; the model record with ``revision``."""
+        changes: dict[str, Any] = {}
+        if description is not None:
+            changes["description"] = v.text(description, "description", v.MAX_DESCRIPTION_LEN)
+        if owner is not None:
+            changes["owner"] = v.text(owner, "owner")
+        if tags is not None:
+            changes["tags"] = v.tags(tags)
+        fn = partial(
+            policy.update_model, actor=v.actor(actor), name=v.model_name(name), changes=changes
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def register_version(
+        self, actor: str, model: str, **fields: Any
+    ) -> tuple[dict[str, Any], bool]:
+        """Register the next version; ``(record with revision, created)``.
+
+        ``created`` is False for an idempotent retry (same ``idempotency_key``, or same
+        ``run_id`` + ``sha256``): the existing version, nothing written. Raises
+        ``AlreadyExists`` when a retry carries different immutable fields.
+        """
+        fn = partial(
+            policy.register_version,
+            actor=v.actor(actor),
+            model=v.model_name(model, "model"),
+            fields=_version_fields(fields),
+        )
+        result: tuple[dict[str, Any], bool] = await self.store.write(fn)
+        return result
+
+    async def get_version(self, model: str, version: int | str) -> dict[str, Any]:
+        """One version record; raises ``ModelNotFound`` / ``VersionNotFound``."""
+        fn = partial(
+            queries.get_version,
+            model=v.model_name(model, "model"),
+            version=v.version_number(version),
+        )
+        return await self.store.read(fn)
+
+    async def list_versions(
+        self,
+        model: str,
+        status: str | None = None,
+        limit: int = 100,
+        page_token: str | None = None,
+    ) -> Page:
+        """A model's versions in version order, optionally of one ``status``."""
+        fn = partial(
+            queries.list_versions,
+            model=v.model_name(model, "model"),
+            status=_status(status),
+            limit=v.limit(limit),
+            page_token=page_token,
+        )
+        return await self.store.read(fn)
+
+    async def update_version(
+        self,
+        actor: str,
+        model: str,
+        version: int | str,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Change a version's description and/or tags; the record with ``revision``."""
+        changes: dict[str, Any] = {}
+        if description is not None:
+            changes["description"] = v.text(description, "description", v.MAX_DESCRIPTION_LEN)
+        if tags is not None:
+            changes["tags"] = v.tags(tags)
+        fn = partial(
+            policy.update_version,
+            actor=v.actor(actor),
+            model=v.model_name(model, "model"),
+            version=v.version_number(version),
+            changes=changes,
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    async def decide(
+        self, actor: str, model: str, version: int | str, approve: bool, comment: str = ""
+    ) -> dict[str, Any]:
+        """Approve (``approve=True``) or reject a registered version.
+
+        Raises ``InvalidTransition`` unless it is registered, ``FourEyesViolation`` when
+        ``config.four_eyes`` and ``actor`` registered it.
+        """
+        if not isinstance(approve, bool):
+            raise InvalidField("approve must be true or false", field="approve")
+        fn = partial(
+            policy.decide,
+            actor=v.actor(actor),
+            model=v.model_name(model, "model"),
+            version=v.version_number(version),
+            approve=approve,
+            comment=v.text(comment, "comment"),
+            four_eyes=self.config.four_eyes,
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    async def archive(
+        self, actor: str, model: str, version: int | str, reason: str = ""
+    ) -> dict[str, Any]:
+        """Archive a version; raises ``VersionInUse`` while an alias points at it."""
+        fn = partial(
+            policy.archive,
+            actor=v.actor(actor),
+            model=v.model_name(model, "model"),
+            version=v.version_number(version),
+            reason=v.text(reason, "reason"),
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    # -- aliases -------------------------------------------------------------------------
+
+    def is_protected(self, alias: str) -> bool:
+        """Whether ``alias`` is protected (only approved versions; only deployers move it)."""
+        return alias in self._protected
+
+    async def set_alias(
+        self,
+        actor: str,
+        model: str,
+        alias: str,
+        version: int | str,
+        expected: int | str | Unset | None = UNSET,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        """Point ``alias`` at ``version``; the alias move record (with ``revision``).
+
+        ``expected``: UNSET (no check), None (the caller believes the alias is unset) or a
+        version number; a mismatch raises ``AliasConflict`` and changes nothing. Raises
+        ``NotApproved`` for a protected alias and an unapproved version, ``InvalidTransition``
+        for an archived version.
+        """
+        name = v.alias_name(alias)
+        fn = partial(
+            policy.set_alias,
+            actor=v.actor(actor),
+            model=v.model_name(model, "model"),
+            alias=name,
+            version=v.version_number(version),
+            expected=_expected(expected),
+            reason=v.text(reason, "reason"),
+            protected=self.is_protected(name),
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    async def delete_alias(
+        self,
+        actor: str,
+        model: str,
+        alias: str,
+        expected: int | str | Unset | None = UNSET,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        """Unset ``alias``; the move record. Raises ``AliasNotFound``, ``AliasConflict``."""
+        fn = partial(
+            policy.delete_alias,
+            actor=v.actor(actor),
+            model=v.model_name(model, "model"),
+            alias=v.alias_name(alias),
+            expected=_expected(expected),
+            reason=v.text(reason, "reason"),
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    async def rollback_alias(
+        self, actor: str, model: str, alias: str, reason: str = ""
+    ) -> dict[str, Any]:
+        """Re-point ``alias`` to its previous target that is still approved; the move record.
+
+        Raises ``AliasNotFound`` (never set) or ``NothingToRollBack``.
+        """
+        fn = partial(
+            policy.rollback_alias,
+            actor=v.actor(actor),
+            model=v.model_name(model, "model"),
+            alias=v.alias_name(alias),
+            reason=v.text(reason, "reason"),
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    async def get_alias(self, model: str, alias: str, at: Time = None) -> dict[str, Any]:
+        """The alias now, or as it was at ``at``; raises ``AliasNotFound`` when unset then."""
+        fn = partial(
+            queries.get_alias,
+            model=v.model_name(model, "model"),
+            alias=v.alias_name(alias),
+            at=v.time_bound(at, "at"),
+        )
+        return await self.store.read(fn)
+
+    async def alias_history(
+        self, model: str, alias: str, limit: int = 100, page_token: str | None = None
+    ) -> Page:
+        """Every move of ``alias``, newest first."""
+        fn = partial(
+            queries.alias_history,
+            model=v.model_name(model, "model"),
+            alias=v.alias_name(alias),
+            limit=v.limit(limit),
+            page_token=page_token,
+        )
+        return await self.store.read(fn)
+
+    async def resolve(self, model: str, ref: str, at: Time = None) -> dict[str, Any]:
+        """``{"model", "ref", "version": record}`` for an alias, a number or ``latest``."""
+        fn = partial(
+            queries.resolve,
+            model=v.model_name(model, "model"),
+            ref=_ref(ref),
+            at=v.time_bound(at, "at"),
+        )
+        return await self.store.read(fn)
+
+    # -- search, events, audit -----------------------------------------------------------
+
+    async def search_versions(
+        self,
+        model: str | None = None,
+        status: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+        alias: str | None = None,
+        created_after: Time = None,
+        created_before: Time = None,
+        limit: int = 100,
+        page_token: str | None = None,
+    ) -> Page:
+        """Versions of every model matching all given filters, by (model, version).
+
+        ``tags`` matches versions carrying every given key with that value;
+        ``created_after`` is inclusive, ``created_before`` exclusive.
+        """
+        fn = partial(
+            queries.search_versions,
+            model=None if model is None else v.model_name(model, "model"),
+            status=_status(status),
+            tags=None if tags is None else v.tags(tags, "tag"),
+            run_id=v.optional_text(run_id, "run_id", MAX_KEY_LEN),
+            alias=None if alias is None else v.alias_name(alias),
+            created_after=v.time_bound(created_after, "created_after"),
+            created_before=v.time_bound(created_before, "created_before"),
+            limit=v.limit(limit),
+            page_token=page_token,
+        )
+        return await self.store.read(fn)
+
+    async def events(self, after: int = 0, limit: int = 100, page_token: str | None = None) -> Page:
+        """Events after revision ``after`` (or after ``page_token``), in revision order."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidField("after must be an integer ≥ 0", field="after")
+        if page_token is not None:
+            position = queries.decode_token("events", page_token)
+            if isinstance(position, bool) or not isinstance(position, int):
+                raise InvalidField("invalid page_token", field="page_token")
+            after = max(after, position)
+        return await self.store.read(partial(queries.events, after=after, limit=v.limit(limit)))
+
+    async def verify_audit(self) -> dict[str, Any]:
+        """Recompute the event hash chain: ``{"ok", "checked", "revision",
+        "first_bad_revision", "message"}``."""
+        return await self.store.read(verify)
+
+    async def revision(self) -> int:
+        """The registry revision: the number of the last committed event."""
+        return self.store.revision
+
+    async def heartbeat(self) -> None:
+        """Rewrite the heartbeat row (time + revision) so followers can see central is alive."""
+        await self.store.write(policy.heartbeat)
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts of models, versions, aliases and events."""
+        return await self.store.read(queries.counts)
+
+
+def _version_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(fields) - _VERSION_FIELDS)
+    if unknown:
+        raise InvalidField(f"unknown field {unknown[0]!r}", field=unknown[0])
+    if "artifact_uri" not in fields:
+        raise InvalidField("artifact_uri is required", field="artifact_uri")
+    if "sha256" not in fields:
+        raise InvalidField("sha256 is required", field="sha256")
+    get = fields.get
+    parent = get("parent_version")
+    key = v.optional_text(get("idempotency_key"), "idempotency_key", MAX_KEY_LEN)
+    if key == "":
+        raise InvalidField("idempotency_key must not be empty", field="idempotency_key")
+    return {
+        "artifact_uri": v.uri(fields["artifact_uri"]),
+        "sha256": v.sha256(fields["sha256"]),
+        "size": v.size(get("size")),
+        "format": v.text(_or(get("format"), ""), "format", MAX_FORMAT_LEN),
+        "run_id": v.optional_text(get("run_id"), "run_id", MAX_KEY_LEN),
+        "commit": v.optional_text(get("commit"), "commit", MAX_KEY_LEN),
+        "dataset_uri": v.optional_text(get("dataset_uri"), "dataset_uri", v.MAX_URI_LEN),
+        "dataset_digest": v.optional_text(get("dataset_digest"), "dataset_digest", MAX_KEY_LEN),
+        "parent_version": None if parent is None else v.positive_int(parent, "parent_version"),
+        "params": v.params({} if get("params") is None else get("params")),
+        "metrics": v.metrics({} if get("metrics") is None else get("metrics")),
+        "tags": v.tags({} if get("tags") is None else get("tags")),
+        "description": v.text(_or(get("description"), ""), "description", v.MAX_DESCRIPTION_LEN),
+        "idempotency_key": key,
+    }
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _status(status: Any) -> str | None:
+    if status is None:
+        return None
+    if status not in STATUSES:
+        raise InvalidField(f"status must be one of {', '.join(STATUSES)}", field="status")
+    return str(status)
+
+
+def _expected(expected: Any) -> int | Unset | None:
+    if expected is None or isinstance(expected, Unset):
+        return expected
+    return v.version_number(expected, "expected")
+
+
+def _ref(ref: Any) -> str:
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return str(v.positive_int(ref, "ref"))
+    if isinstance(ref, str) and (ref == "latest" or (ref.isascii() and ref.isdigit())):
+        if ref != "latest":
+            v.version_number(ref, "ref")
+        return ref
+    return v.alias_name(ref, "ref")
