@@ -1,0 +1,347 @@
+"""The follower: supervises ``litestream restore -f`` and feeds new indexes to the node.
+
+Files in the data directory: ``replica-N.db`` (a restored copy), ``replica-N.db-txid`` (written
+by litestream once the copy is complete, rewritten on each applied change) and
+``replica-N.log`` (the child's output). N grows by one for every restore.
+
+Life cycle, one loop every ``poll`` seconds:
+
+* **Start**: the newest complete local copy is loaded and served at once (fail static), and a
+  fresh restore into ``replica-<N+1>.db`` begins. litestream 0.5.17 refuses to resume follow
+  mode on an existing copy after any write since the replica's last snapshot (DESIGN.md,
+  "Known pitfalls"), so a copy is never re-followed: a restart always restores a new file.
+* **Follow**: when the active copy's ``-txid`` changes, its revision and heartbeat are read
+  through a short read-only connection; only when the revision moved is the whole copy loaded
+  (in a worker thread) and swapped in. A heartbeat alone only refreshes the age.
+* **Heal**: when the child exits, or the heartbeat is older than ``stale_after`` (a silently
+  stalled follower), a fresh restore into a new file starts beside the active one; when its
+  ``-txid`` appears it is loaded and swapped in, the old child stopped and its files deleted.
+  Serving never stops. Retries back off exponentially (capped) while the replica is
+  unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import re
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from central.config import CentralConfig
+from central.replication import litestream_env, litestream_path
+from sidecar.config import SidecarConfig
+from sidecar.index import IndexError_, load, read_head
+from sidecar.metrics import Metrics
+from sidecar.state import Node
+
+__all__ = ["Follower"]
+
+log = logging.getLogger(__name__)
+
+_COPY = re.compile(r"^replica-(\d+)\.db$")
+#: Seconds between checks of the -txid files and the children.
+_POLL_S = 0.05
+#: Backoff between failed restores, seconds: first retry, cap.
+_RETRY_FIRST_S = 0.5
+_RETRY_CAP_S = 30.0
+#: Longest pause between re-restores while the copy stays stale, seconds.
+_STALE_RETRY_CAP_S = 600.0
+_STOP_WAIT_S = 5.0
+
+
+@dataclass
+class _Copy:
+    """One restored (or restoring) file and the child that writes it, if any."""
+
+    number: int
+    path: Path
+    proc: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    txid: str = ""
+
+    @property
+    def txid_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-txid")
+
+    @property
+    def log_path(self) -> Path:
+        return self.path.with_suffix(".log")
+
+    def read_txid(self) -> str:
+        try:
+            return self.txid_path.read_text().strip()
+        except OSError:
+            return ""
+
+    def remove_files(self) -> None:
+        for suffix in ("", "-txid", "-wal", "-shm", "-journal"):
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
+        tmp = self.path.parent
+        for leftover in tmp.glob(self.path.name + ".tmp*"):
+            leftover.unlink(missing_ok=True)
+
+
+class Follower:
+    """Runs and heals the litestream child; ``start()`` / ``stop()``.
+
+    ``start()`` raises ``central.replication.ReplicationError`` when litestream is missing.
+    """
+
+    def __init__(
+        self,
+        config: SidecarConfig,
+        node: Node,
+        metrics: Metrics,
+        environ: Mapping[str, str],
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.metrics = metrics
+        self.environ = environ
+        self.data_dir = config.data_dir
+        self._active: _Copy | None = None
+        self._pending: _Copy | None = None
+        self._next_number = 1
+        self._restores = 0
+        self._retry_s = _RETRY_FIRST_S
+        self._next_attempt = 0.0
+        self._stale_retry_s = config.stale_after_s
+        self._next_stale_attempt = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._binary = ""
+
+    async def start(self) -> None:
+        """Serve the newest local copy (if any) and start restoring a fresh one."""
+        self._binary = litestream_path(
+            CentralConfig(litestream_bin=self.config.litestream_bin or None)
+        )
+        if not self.data_dir.exists():
+            self.data_dir.mkdir(mode=0o750, parents=True)
+        copies = self._local_copies()
+        self._next_number = max((c.number for c in copies), default=0) + 1
+        for copy in sorted(copies, key=lambda c: c.number, reverse=True):
+            if self._active is None and copy.read_txid():
+                try:
+                    index = await asyncio.to_thread(load, copy.path)
+                except IndexError_ as exc:
+                    log.warning("local copy %s is unusable: %s", copy.path, exc.message)
+                else:
+                    copy.txid = copy.read_txid()
+                    self._active = copy
+                    self.node.swap(index)
+                    self.metrics.reloads += 1
+                    continue
+            copy.remove_files()
+        self._set_state()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loop and every child (SIGTERM, then SIGKILL after 5 s)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for copy in (self._pending, self._active):
+            if copy is not None:
+                await _terminate(copy)
+        self._set_state("stopped")
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the follower die: log, back off, go on
+                log.exception("follower tick failed")
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(_POLL_S)
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        active, pending = self._active, self._pending
+        if pending is not None:
+            await self._check_pending(pending)
+        if active is not None and active is self._active:
+            await self._check_active(active)
+        active = self._active
+        if self._pending is None:
+            need = active is None or active.proc is None or active.proc.returncode is not None
+            if need and now >= self._next_attempt:
+                await self._start_restore()
+            elif (
+                not need
+                and active is not None
+                and self.node.stale()
+                and now - active.started > self.config.stale_after_s
+                and now >= self._next_stale_attempt
+            ):
+                log.warning(
+                    "copy is stale (heartbeat age %s ms); restoring a fresh one",
+                    self.node.age_ms(),
+                )
+                self._next_stale_attempt = now + self._stale_retry_s
+                self._stale_retry_s = min(self._stale_retry_s * 2, _STALE_RETRY_CAP_S)
+                await self._start_restore()
+        if not self.node.stale():
+            self._stale_retry_s = self.config.stale_after_s
+        self._set_state()
+
+    async def _check_pending(self, pending: _Copy) -> None:
+        txid = pending.read_txid()
+        if txid:
+            try:
+                index = await asyncio.to_thread(load, pending.path)
+            except IndexError_ as exc:
+                log.info("new copy %s not loadable yet: %s", pending.path, exc.message)
+                self.metrics.reload_failures += 1
+                if pending.proc is not None and pending.proc.returncode is not None:
+                    await self._fail(pending)
+                return
+            pending.txid = txid
+            old = self._active
+            self._active, self._pending = pending, None
+            self.node.swap(index)
+            self.metrics.reloads += 1
+            self._retry_s = _RETRY_FIRST_S
+            if old is not None:
+                await _terminate(old)
+                old.remove_files()
+            return
+        if pending.proc is not None and pending.proc.returncode is not None:
+            await self._fail(pending)
+
+    async def _fail(self, pending: _Copy) -> None:
+        error = _tail(pending.log_path)
+        log.warning("restore into %s failed: %s", pending.path, error)
+        self.node.follower["error"] = error
+        if self.node.index is None:
+            self.node.not_ready_reason = (
+                f"no local copy yet: restoring from {self.config.follow_url} failed ({error});"
+                f" retrying in {self._retry_s:.1f} s"
+            )
+        pending.remove_files()
+        self._pending = None
+        self._next_attempt = time.monotonic() + self._retry_s * random.uniform(0.8, 1.2)
+        self._retry_s = min(self._retry_s * 2, _RETRY_CAP_S)
+
+    async def _check_active(self, active: _Copy) -> None:
+        txid = active.read_txid()
+        if not txid or txid == active.txid:
+            return
+        try:
+            head = await asyncio.to_thread(read_head, active.path)
+        except IndexError_ as exc:
+            log.info("cannot read %s yet: %s", active.path, exc.message)
+            return  # busy while litestream applies: try again next tick
+        index = self.node.index
+        if index is not None and head.revision == index.revision and index.path == str(active.path):
+            active.txid = txid
+            self.node.set_heartbeat(head.heartbeat_ms)
+            return
+        try:
+            new = await asyncio.to_thread(load, active.path)
+        except IndexError_ as exc:
+            self.metrics.reload_failures += 1
+            log.info("cannot load %s yet: %s", active.path, exc.message)
+            return
+        active.txid = txid
+        self.node.swap(new)
+        self.metrics.reloads += 1
+
+    async def _start_restore(self) -> None:
+        number = self._next_number
+        self._next_number += 1
+        copy = _Copy(number, self.data_dir / f"replica-{number}.db", started=time.monotonic())
+        copy.remove_files()
+        interval_ms = max(1, int(self.config.follow_interval_s * 1000 * random.uniform(0.9, 1.1)))
+        args = [
+            self._binary,
+            "restore",
+            "-f",
+            "-follow-interval",
+            f"{interval_ms}ms",
+            "-o",
+            str(copy.path),
+            self.config.follow_url,
+        ]
+        with open(copy.log_path, "wb") as out:
+            copy.proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=litestream_env(self.environ),
+                start_new_session=True,
+            )
+        if self._restores:
+            self.node.follower["restarts"] = self._restores
+        self._restores += 1
+        self._pending = copy
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _local_copies(self) -> list[_Copy]:
+        copies = []
+        for path in self.data_dir.iterdir():
+            match = _COPY.match(path.name)
+            if match:
+                copies.append(_Copy(int(match.group(1)), path))
+        return copies
+
+    def _set_state(self, state: str | None = None) -> None:
+        """Publish the follower's state: following, restoring, retrying or stopped."""
+        running = [
+            copy.proc
+            for copy in (self._active, self._pending)
+            if copy is not None and copy.proc is not None and copy.proc.returncode is None
+        ]
+        if state is None:
+            active = self._active
+            if self._pending is not None:
+                state = "restoring"
+            elif active is not None and active.proc is not None and active.proc.returncode is None:
+                state = "following"
+            else:
+                state = "retrying"
+        follower = self.node.follower
+        follower["state"] = state
+        follower["pid"] = running[0].pid if running else None
+        follower["path"] = str(self._active.path) if self._active is not None else None
+
+
+async def _terminate(copy: _Copy) -> None:
+    proc = copy.proc
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), _STOP_WAIT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    """The last meaningful line of a child's log, for error messages."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 4096))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "restore exited"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else "restore exited without output"
