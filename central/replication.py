@@ -71,6 +71,8 @@ STOP_TIMEOUT_S = 20.0
 #: Timeout of one restore (or the stale check's restore), in seconds.
 RESTORE_TIMEOUT_S = 300.0
 CONFIG_NAME = ".litestream.yml"
+#: The watchdog that runs litestream and stops it when central dies (see its docstring).
+GUARD = Path(__file__).with_name("litestream_guard.py")
 
 _LEASE: web.AppKey[Lease] = web.AppKey("replica_lease")
 
@@ -319,6 +321,8 @@ async def replicate_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 _FIELD = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S*)')
+#: The time and level fields litestream starts each line with (logging adds its own).
+_PREFIX = re.compile(r"^(time=\S+ )?(level=\S+ )?")
 _LEVELS = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -334,7 +338,7 @@ def parse_log_line(line: str) -> dict[str, str]:
         if value.startswith('"'):
             with contextlib.suppress(ValueError):
                 value = json.loads(value)
-        fields[key] = value
+        fields.setdefault(key, value)  # the first wins: a later "level=1" is a compaction level
     return fields
 
 
@@ -389,6 +393,7 @@ class Replicator:
         self._config = config
         self._environ = dict(os.environ if environ is None else environ)
         self._proc: asyncio.subprocess.Process | None = None
+        self._litestream_pid: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._restarts = 0
@@ -417,17 +422,21 @@ class Replicator:
         self._task = asyncio.create_task(self._supervise(args), name="litestream-supervisor")
 
     async def _spawn(self, args: list[str]) -> None:
+        self._litestream_pid = None
         try:
             self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                str(GUARD),
                 *args,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,  # its end-of-file tells the guard central is gone
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=litestream_env(self._environ),
             )
         except OSError as exc:
             raise ReplicationError(f"cannot start litestream: {exc}") from None
-        log.info("litestream: started pid %d", self._proc.pid)
+        log.info("litestream: started guard pid %d", self._proc.pid)
 
     async def _supervise(self, args: list[str]) -> None:
         failures = 0
@@ -437,6 +446,8 @@ class Replicator:
             if proc is not None:
                 await self._pump(proc)
                 code = await proc.wait()
+                if proc.stdin is not None:
+                    proc.stdin.close()
                 if self._stopping:
                     return
                 log.error("litestream: exited with code %s; restarting", code)
@@ -469,23 +480,30 @@ class Replicator:
         fields = parse_log_line(line)
         level = _LEVELS.get(fields.get("level", "INFO"), logging.INFO)
         msg = fields.get("msg", "")
+        if msg == "guard started litestream":
+            self._litestream_pid = int(fields.get("litestream_pid", "0")) or None
         state = self._dbs.get(self._by_file.get(fields.get("db", ""), ""))
         if state is not None:
-            if msg == "replica sync":
+            if msg == "ltx file uploaded":
+                uploaded = _txid(fields.get("maxTXID"))
+                if uploaded is not None and uploaded > (state.replica_txid or 0):
+                    state.replica_txid = uploaded
+                state.last_sync_at = time.time()
+                state.last_error = None
+            elif msg == "replica sync":
                 state.local_txid = _txid(fields.get("txid.db"))
                 replica = _txid(fields.get("txid.replica"))
-                if replica is not None and replica != state.replica_txid:
+                if replica is not None and replica > (state.replica_txid or 0):
                     state.replica_txid = replica
+                if replica is not None and replica == state.local_txid:
                     state.last_sync_at = time.time()
-                elif replica == state.local_txid:
-                    state.last_sync_at = time.time()
-                state.last_error = None
-            elif msg == "sync" or msg == "snapshot":
+                    state.last_error = None
+            elif msg in ("sync", "snapshot"):
                 state.local_txid = _txid(fields.get("txid")) or state.local_txid
             elif level >= logging.ERROR:
                 state.errors += 1
                 state.last_error = fields.get("error") or msg
-        text = line.split(" ", 1)[1] if line.startswith("time=") else line
+        text = _PREFIX.sub("", line)
         log.log(level, "litestream: %s", text)
 
     async def stop(self) -> None:
@@ -517,7 +535,7 @@ class Replicator:
         return {
             "url": self._config.replica_url,
             "running": running,
-            "pid": proc.pid if proc is not None else None,
+            "pid": self._litestream_pid if running else None,
             "restarts": self._restarts,
             **{k: v for k, v in self._dbs["registry"].as_dict().items()},
             "databases": {name: state.as_dict() for name, state in self._dbs.items()},
