@@ -1,0 +1,99 @@
+"""``central.client.CentralClient`` against a real central: answers and errors mapped back."""
+
+from __future__ import annotations
+
+import pytest
+
+from central.client import CentralClient
+from central.errors import (
+    AliasConflict,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from tests.cli.conftest import Reg
+from tests.procs import free_port
+
+
+class TestErrors:
+    def test_error_answer_raises_the_server_class_with_details(self, reg: Reg) -> None:
+        """A 404 for a model raises ModelNotFound carrying the model name."""
+        with pytest.raises(ModelNotFound) as caught:
+            reg.client().get_model("nope")
+        assert caught.value.details.get("model") == "nope"
+
+    def test_compare_and_set_mismatch_raises_alias_conflict(self, reg: Reg) -> None:
+        """A stale ``expected`` raises AliasConflict and leaves the alias."""
+        reg.seed_version()
+        admin = reg.client()
+        admin.set_alias("fraud", "staging", 1)
+        with pytest.raises(AliasConflict):
+            admin.set_alias("fraud", "staging", 1, expected=None)
+        assert admin.get_alias("fraud", "staging")["version"] == 1
+
+    def test_missing_token_raises_unauthenticated(self, reg: Reg) -> None:
+        """No token: Unauthenticated."""
+        with pytest.raises(Unauthenticated):
+            CentralClient(reg.url).list_models()
+
+    def test_insufficient_role_raises_permission_denied(self, reg: Reg) -> None:
+        """A reader creating a model: PermissionDenied."""
+        with pytest.raises(PermissionDenied):
+            reg.client("reader").create_model("fraud")
+
+    def test_refused_connection_raises_unavailable_naming_the_url(self) -> None:
+        """Nothing listening: Unavailable whose one-line message names the URL."""
+        url = f"http://127.0.0.1:{free_port()}"
+        with pytest.raises(Unavailable) as caught:
+            CentralClient(url, "t", timeout=2).health()
+        assert url in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+    def test_url_must_be_http(self) -> None:
+        """A URL without an http(s) scheme is refused at once."""
+        with pytest.raises(InvalidRequest):
+            CentralClient("ftp://example.org")
+
+
+class TestRoutes:
+    def test_push_reports_created_then_idempotent_retry(self, reg: Reg) -> None:
+        """``push`` says created=True first, False for the same run id and digest."""
+        reg.client().create_model("fraud")
+        fields = {"run_id": "r1"}
+        first = reg.client().push("fraud", "s3://m/1", "a" * 64, **fields)
+        second = reg.client().push("fraud", "s3://m/1", "a" * 64, **fields)
+        assert (first[1], second[1], second[0]["version"]) == (True, False, 1)
+
+    def test_delete_alias_with_expected_and_resolve(self, reg: Reg) -> None:
+        """Resolve follows an alias; delete with a matching ``expected`` unsets it."""
+        reg.seed_version()
+        admin = reg.client()
+        admin.set_alias("fraud", "staging", 1)
+        assert admin.resolve("fraud", "staging")["version"]["version"] == 1
+        move = admin.delete_alias("fraud", "staging", expected=1)
+        assert (move["from_version"], move["to_version"], move["action"]) == (1, None, "delete")
+
+    def test_update_model_and_version(self, reg: Reg) -> None:
+        """PATCH routes change only the given fields."""
+        reg.seed_version()
+        admin = reg.client()
+        admin.update_model("fraud", owner="risk")
+        admin.update_version("fraud", 1, description="v1")
+        model, version = admin.get_model("fraud"), admin.get_version("fraud", 1)
+        assert (model["owner"], version["description"]) == ("risk", "v1")
+
+    def test_iter_models_follows_pages(self, reg: Reg) -> None:
+        """``iter_models`` yields every model across pages."""
+        admin = reg.client()
+        for i in range(3):
+            admin.create_model(f"m{i}")
+        assert [m["name"] for m in admin.iter_models()] == ["m0", "m1", "m2"]
+
+    def test_service_routes(self, reg: Reg) -> None:
+        """healthz, openapi and metrics answer."""
+        client = reg.client()
+        assert client.health()["status"] == "ok"
+        assert "/v1/models" in client.openapi()["paths"]
+        assert "# TYPE" in client.metrics()
