@@ -435,11 +435,10 @@ async def events(request: web.Request) -> web.Response:
     token.require("reader")
     token.require_unscoped("reading the event log")
     _query(request, ("after", "limit", "page_token"))
-    raw = request.query.get("page_token") or request.query.get("after") or "0"
+    raw = request.query.get("after", "0")
     if not _NUMBER_RE.fullmatch(raw) or int(raw) > _MAX_INT:
-        field = "page_token" if request.query.get("page_token") else "after"
-        raise InvalidField(f"{field} must be a revision number, got {raw!r}", field=field)
-    page = await request.app[REGISTRY].events(after=int(raw), limit=_limit(request))
+        raise InvalidField(f"after must be a revision number, got {raw!r}", field="after")
+    page = await request.app[REGISTRY].events(after=int(raw), **_page(request))
     return _page_answer(page)
 
 
