@@ -81,7 +81,7 @@ class Index:
             )
         if ref == "latest":
             return VersionNotFound(
-                f"model {model!r} has no version that is not archived", model=model, version=ref
+                f"model {model!r} has no version that is not archived", model=model, ref=ref
             )
         return AliasNotFound(f"model {model!r} has no alias {ref!r}", model=model, alias=ref)
 

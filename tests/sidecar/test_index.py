@@ -1,0 +1,146 @@
+"""Loading a registry.db copy into the pre-encoded index."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from central.errors import AliasNotFound, ModelNotFound, VersionNotFound
+from central.records import VERSION_SELECT, version_record
+from sidecar.index import Index, IndexError_, load, read_head
+from sidecar.protocol import ok_frame, pack
+from tests.sidecar.registry_db import RegistryDB
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[RegistryDB]:
+    registry = RegistryDB(tmp_path / "registry.db")
+    registry.add_model("fraud", description="fraud scores", tags={"team": "risk"})
+    registry.add_version("fraud", "s3://b/1", status="approved", params={"lr": 0.1})
+    registry.add_version("fraud", "s3://b/2", status="approved")
+    registry.add_version("fraud", "s3://b/3", status="archived")
+    registry.set_alias("fraud", "production", 1)
+    registry.set_alias("fraud", "canary", 2)
+    registry.add_model("empty")
+    registry.add_model("ünï-cödé")
+    registry.add_version("ünï-cödé", "file:///tmp/ü")
+    registry.heartbeat(age_s=5)
+    yield registry
+    registry.close()
+
+
+def answer(index: Index, model: str, ref: str, rid: Any = None) -> dict[str, Any]:
+    frame = ok_frame(index.resolve[(model, ref)], pack(0), rid)
+    decoded: dict[str, Any] = msgpack.unpackb(frame[4:])
+    return decoded
+
+
+def central_record(db: RegistryDB, model: str, version: int) -> dict[str, Any]:
+    row = db.conn.execute(
+        VERSION_SELECT + " FROM versions v JOIN models m ON m.id = v.model_id"
+        " WHERE m.name = ? AND v.version = ?",
+        (model, version),
+    ).fetchone()
+    aliases = [
+        r[0]
+        for r in db.conn.execute(
+            "SELECT a.name FROM aliases a JOIN models m ON m.id = a.model_id"
+            " WHERE m.name = ? AND a.version = ?",
+            (model, version),
+        )
+    ]
+    return version_record(row, aliases)
+
+
+class TestLoad:
+    def test_alias_answer_is_the_version_record_plus_ref(self, db: RegistryDB) -> None:
+        """Resolving an alias answers central's version record with ``ref`` added."""
+        index = load(db.path)
+        expected = {
+            "ok": True,
+            "result": {**central_record(db, "fraud", 1), "ref": "production"},
+            "revision": db.revision,
+            "age_ms": 0,
+            "id": 42,
+        }
+        assert expected == answer(index, "fraud", "production", 42)
+
+    def test_version_numbers_and_latest(self, db: RegistryDB) -> None:
+        """Every version answers by number; latest is the highest non-archived one."""
+        index = load(db.path)
+        assert answer(index, "fraud", "3")["result"]["status"] == "archived"
+        latest = answer(index, "fraud", "latest")["result"]
+        assert (latest["version"], latest["ref"]) == (2, "latest")
+
+    def test_model_without_versions_has_no_latest(self, db: RegistryDB) -> None:
+        """A model with no version has no latest, and its get answer says so."""
+        index = load(db.path)
+        assert ("empty", "latest") not in index.resolve
+        get = msgpack.unpackb(ok_frame(index.get["empty"], pack(0))[4:])
+        assert get["result"]["latest"] is None
+
+    def test_unicode_names(self, db: RegistryDB) -> None:
+        """Non-ASCII model names and URIs round-trip."""
+        index = load(db.path)
+        assert answer(index, "ünï-cödé", "1")["result"]["artifact"]["uri"] == "file:///tmp/ü"
+
+    def test_get_and_list(self, db: RegistryDB) -> None:
+        """get answers the model record; list answers every model record, sorted by name."""
+        index = load(db.path)
+        get = msgpack.unpackb(ok_frame(index.get["fraud"], pack(0))[4:])["result"]
+        expected = {"canary": 2, "production": 1}
+        assert expected == get["aliases"]
+        assert get["latest"]["version"] == 2
+        assert get["tags"] == {"team": "risk"}
+        items = msgpack.unpackb(ok_frame(index.list_prefix, pack(0))[4:])["result"]["items"]
+        assert [item["name"] for item in items] == ["empty", "fraud", "ünï-cödé"]
+
+    def test_counts_and_heartbeat(self, db: RegistryDB) -> None:
+        """The index counts models and versions and carries the replicated heartbeat."""
+        index = load(db.path)
+        assert (3, 4, db.revision) == (index.models, index.versions, index.revision)
+        head = read_head(db.path)
+        assert head.revision == index.revision
+        assert head.heartbeat_ms == index.heartbeat_ms
+        assert index.heartbeat_ms is not None
+
+    def test_not_found_classification(self, db: RegistryDB) -> None:
+        """A miss names what is missing: the model, the version or the alias."""
+        index = load(db.path)
+        assert isinstance(index.not_found("nope", "x"), ModelNotFound)
+        assert isinstance(index.not_found("fraud", "9"), VersionNotFound)
+        assert isinstance(index.not_found("empty", "latest"), VersionNotFound)
+        assert isinstance(index.not_found("fraud", "staging"), AliasNotFound)
+
+    def test_load_leaves_no_connection_open(self, db: RegistryDB) -> None:
+        """After a load, an exclusive lock on the file is immediately available."""
+        load(db.path)
+        read_head(db.path)
+        other = sqlite3.connect(db.path, isolation_level=None, timeout=0)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            other.execute("COMMIT")
+        finally:
+            other.close()
+
+
+class TestLoadErrors:
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing copy raises IndexError_ (and creates nothing)."""
+        with pytest.raises(IndexError_):
+            load(tmp_path / "none.db")
+        assert not (tmp_path / "none.db").exists()
+
+    def test_not_a_registry(self, tmp_path: Path) -> None:
+        """A file that is not a registry database raises IndexError_."""
+        path = tmp_path / "junk.db"
+        path.write_bytes(b"not sqlite at all" * 100)
+        with pytest.raises(IndexError_):
+            load(path)
+        with pytest.raises(IndexError_):
+            read_head(path)
