@@ -62,7 +62,7 @@ def create(ctx: Context, name: str, role: str, models: tuple[str, ...]) -> None:
 @json_option
 @pass_context
 def list_(ctx: Context) -> None:
-    """List tokens: name, role, model scopes, creation (never secrets).
+    """List tokens: name, role, model scopes, creation, last use (never secrets).
 
     \b
     Example:
@@ -75,6 +75,7 @@ def list_(ctx: Context) -> None:
         ("models", lambda t: t.get("models") or "*"),
         ("created", lambda t: t.get("created_at")),
         ("created by", lambda t: t.get("created_by")),
+        ("last used", lambda t: t.get("last_used_at")),
     ]
     emit(ctx, page, lambda p: table(p["items"], columns) if p.get("items") else "no tokens")
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from central.client import CentralClient
 from central.errors import (
+    CODES,
     AliasConflict,
+    Conflict,
     InvalidRequest,
     ModelNotFound,
+    NotFound,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
 )
+from cli.context import exit_code_for
 from tests.cli.conftest import Reg
 from tests.procs import free_port
 
@@ -50,6 +56,16 @@ class TestErrors:
             CentralClient(url, "t", timeout=2).health()
         assert url in str(caught.value)
         assert "\n" not in str(caught.value)
+
+    def test_silent_server_raises_unavailable_after_the_timeout(self) -> None:
+        """A server that accepts but never answers: Unavailable saying no answer came."""
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            with pytest.raises(Unavailable) as caught:
+                CentralClient(url, "t", timeout=0.2).health()
+        assert f"cannot reach central at {url}: no answer within 0.2 s" == str(caught.value)
 
     def test_url_must_be_http(self) -> None:
         """A URL without an http(s) scheme is refused at once."""
@@ -97,3 +113,21 @@ class TestRoutes:
         assert client.health()["status"] == "ok"
         assert "/v1/models" in client.openapi()["paths"]
         assert "# TYPE" in client.metrics()
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize("code", sorted(CODES))
+    def test_every_error_code_has_its_documented_exit_code(self, code: str) -> None:
+        """not found 3, conflict/permission/auth 4, unavailable 5, bad request 2, else 1."""
+        error = CODES[code]("x")
+        if isinstance(error, NotFound):
+            expected = 3
+        elif isinstance(error, Conflict | PermissionDenied | Unauthenticated):
+            expected = 4
+        elif isinstance(error, Unavailable):
+            expected = 5
+        elif isinstance(error, InvalidRequest):
+            expected = 2
+        else:
+            expected = 1
+        assert expected == exit_code_for(error)
