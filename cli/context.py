@@ -157,6 +157,13 @@ class Context:
         return CentralClient(self.central_url, self.resolve_token())
 
 
+def _has_token(obj: Context) -> bool:
+    try:
+        return obj.resolve_token() is not None
+    except CommandError:
+        return True
+
+
 class RegGroup(click.Group):
     """A group whose subcommands' library errors become :class:`CommandError`.
 
@@ -170,7 +177,7 @@ class RegGroup(click.Group):
         except RegistryError as exc:
             message = exc.message
             obj = ctx.find_object(Context)
-            if isinstance(exc, Unauthenticated) and obj is not None and not obj.token:
+            if isinstance(exc, Unauthenticated) and obj is not None and not _has_token(obj):
                 message += (
                     " (no token given: pass --token, or set REG_TOKEN or REG_TOKEN_FILE,"
                     f" or run next to a local central's {obj.data_dir / ADMIN_TOKEN_FILE})"
@@ -188,6 +195,8 @@ class KeyValue(click.ParamType[tuple[str, Any]]):
 
     def __init__(self, numeric: bool = False) -> None:
         self.numeric = numeric
+        if numeric:
+            self.name = "KEY=NUMBER"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):

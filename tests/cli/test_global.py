@@ -72,7 +72,17 @@ class TestTokenSources:
         reg.tokens["bogus"] = "mr_" + "x" * 43
         result = reg("models", "list", token="bogus")
         assert result.exit_code == 4
-        one_line_error(result)
+        assert "no token given" not in one_line_error(result)
+
+    def test_bad_token_from_a_file_gets_no_missing_token_hint(
+        self, reg: Reg, tmp_path: Path
+    ) -> None:
+        """A revoked token read from a file is reported as refused, not as missing."""
+        token_file = tmp_path / "token"
+        token_file.write_text("mr_" + "y" * 43)
+        result = reg("models", "list", token=None, env={"REG_TOKEN_FILE": str(token_file)})
+        assert result.exit_code == 4
+        assert "no token given" not in one_line_error(result)
 
 
 class TestUnavailable:
