@@ -33,7 +33,7 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoProc]:
         server.create_bucket(BUCKET)
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 def s3_replica_url(moto: MotoProc, prefix: str | None = None) -> str:

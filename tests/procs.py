@@ -35,6 +35,8 @@ __all__ = [
 #: The venv's bin directory (reg, moto_server, litestream live there).
 BIN_DIR = Path(sys.executable).parent
 START_TIMEOUT_S = 30.0
+#: Seconds central gets to stop gracefully: litestream's last sync to S3 can take ~5 s.
+CENTRAL_STOP_TIMEOUT_S = 15.0
 
 
 def free_port() -> int:
@@ -65,12 +67,14 @@ def wait_for(
         time.sleep(interval)
 
 
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    """Send ``sig``, wait 5 s, then SIGKILL; returns the exit code."""
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 5.0
+) -> int:
+    """Send ``sig``, wait ``timeout`` seconds, then SIGKILL; returns the exit code."""
     if proc.poll() is None:
         try:
             proc.send_signal(sig)
-            return proc.wait(5)
+            return proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.wait(5)
@@ -117,9 +121,9 @@ class CentralProc:
     def log(self) -> str:
         return _log_tail(self.log_path, 100_000)
 
-    def stop(self) -> int:
-        """SIGTERM (graceful: flushes replication), wait 5 s, then SIGKILL; the exit code."""
-        return stop_process(self.proc)
+    def stop(self, timeout: float = CENTRAL_STOP_TIMEOUT_S) -> int:
+        """SIGTERM (graceful: flushes replication), wait, then SIGKILL; the exit code."""
+        return stop_process(self.proc, timeout=timeout)
 
     def kill(self) -> int:
         """SIGKILL at once (a crash); the exit code."""
@@ -185,12 +189,21 @@ def start_central(
 
 
 class MotoProc:
-    """A running ``moto_server`` on 127.0.0.1 (an S3 endpoint): ``.endpoint``, ``.port``."""
+    """A running ``moto_server`` on 127.0.0.1 (an S3 endpoint): ``.endpoint``, ``.port``.
+
+    moto keeps its objects in memory, so a plain restart would lose every object (that is a
+    data loss, not an outage). The server therefore records every request to a file, and
+    :meth:`start_again` replays that recording: objects survive a stop/start like on a real
+    object store.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        fd, name = tempfile.mkstemp(prefix=f"moto-{port}-", suffix=".jsonl")
+        os.close(fd)
+        self.recording = Path(name)
 
     @property
     def pid(self) -> int | None:
@@ -204,10 +217,17 @@ class MotoProc:
         """
         if self.proc is not None and self.proc.poll() is None:
             return
+        replay = self.recording.stat().st_size > 0
+        env = {
+            **os.environ,
+            "MOTO_ENABLE_RECORDING": "true",
+            "MOTO_RECORDER_FILEPATH": str(self.recording),
+        }
         self.proc = subprocess.Popen(
             [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=env,
         )
         proc = self.proc
 
@@ -224,9 +244,16 @@ class MotoProc:
 
         try:
             wait_for(ready, timeout=START_TIMEOUT_S, what="moto_server")
+            if replay:
+                self._moto_api("/moto-api/recorder/replay-recording")
         except BaseException:
             self.stop()
             raise
+
+    def _moto_api(self, path: str) -> None:
+        request = urllib.request.Request(self.endpoint + path, data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=60):
+            pass
 
     def create_bucket(self, bucket: str) -> None:
         """Create ``bucket`` with a plain path-style PUT (moto accepts any credentials)."""
@@ -235,9 +262,14 @@ class MotoProc:
             pass
 
     def stop(self) -> None:
-        """SIGTERM, wait 5 s, SIGKILL."""
+        """SIGTERM, wait 5 s, SIGKILL (the recording stays for :meth:`start_again`)."""
         if self.proc is not None:
             stop_process(self.proc)
+
+    def close(self) -> None:
+        """Stop the server and delete its recording."""
+        self.stop()
+        self.recording.unlink(missing_ok=True)
 
 
 def start_moto(port: int | None = None) -> MotoProc:
