@@ -77,9 +77,18 @@ _WATCH_BACKOFF_CAP_S = 1.0
 _MAX_SOCKET_PATH_BYTES = 107
 
 _HEADER = struct.Struct(">I")
+_TIMEVAL = struct.Struct("@ll")  # struct timeval: seconds, microseconds
 
 
-def _unpack(body: bytes) -> dict[str, Any]:
+def _set_kernel_timeout(sock: socket.socket, seconds: float) -> None:
+    """Receive and send timeouts enforced by the kernel (0: none); expiry is ``EAGAIN``."""
+    whole = int(seconds)
+    value = _TIMEVAL.pack(whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+def _unpack(body: bytes | memoryview) -> dict[str, Any]:
     try:
         answer = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
@@ -100,8 +109,13 @@ class Lineage:
     parent_version: int | None = None
 
 
+_new = object.__new__
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def _frozen(value: Any) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value)) if isinstance(value, dict) else MappingProxyType({})
+    """A read-only view of a freshly decoded map (nobody else holds it: no copy needed)."""
+    return MappingProxyType(value) if isinstance(value, dict) else _EMPTY
 
 
 @dataclass(frozen=True)
@@ -140,24 +154,30 @@ class ResolvedModel:
         try:
             if not isinstance(record, dict):
                 raise TypeError("result is not a map")
-            artifact = record.get("artifact") or {}
+            artifact = record["artifact"]
             lineage = record.get("lineage") or {}
-            return cls(
+            size = artifact.get("size")
+            lineage_obj = _new(Lineage)
+            lineage_obj.__dict__.update(
+                run_id=lineage.get("run_id"),
+                commit=lineage.get("commit"),
+                dataset_uri=lineage.get("dataset_uri"),
+                dataset_digest=lineage.get("dataset_digest"),
+                parent_version=lineage.get("parent_version"),
+            )
+            # A lookup's hot path: fill the frozen instance's __dict__ in one step instead of
+            # 19 object.__setattr__ calls (a third of the client's time per resolve).
+            obj = _new(cls)
+            obj.__dict__.update(
                 model=str(record["model"]),
                 version=int(record["version"]),
                 ref=str(record.get("ref", record["version"])),
                 status=str(record["status"]),
                 artifact_uri=str(artifact["uri"]),
                 sha256=str(artifact["sha256"]),
-                size=None if artifact.get("size") is None else int(artifact["size"]),
+                size=None if size is None else int(size),
                 format=str(artifact.get("format") or ""),
-                lineage=Lineage(
-                    run_id=lineage.get("run_id"),
-                    commit=lineage.get("commit"),
-                    dataset_uri=lineage.get("dataset_uri"),
-                    dataset_digest=lineage.get("dataset_digest"),
-                    parent_version=lineage.get("parent_version"),
-                ),
+                lineage=lineage_obj,
                 params=_frozen(record.get("params")),
                 metrics=_frozen(record.get("metrics")),
                 tags=_frozen(record.get("tags")),
@@ -169,6 +189,7 @@ class ResolvedModel:
                 age_ms=int(answer.get("age_ms") or 0),
                 raw=MappingProxyType(record),
             )
+            return obj
         except (KeyError, TypeError, ValueError, AttributeError):
             raise Unavailable(
                 "the sidecar sent a resolve answer without a version record"
@@ -357,7 +378,7 @@ class Client:
                 continue
             buf = bytearray()
             try:
-                sock.settimeout(None)
+                _set_kernel_timeout(sock, 0.0)  # changes may be hours apart
                 sock.sendall(encode_frame(request))
                 while True:
                     answer = _unpack(self._read_frame(sock, buf))
@@ -389,10 +410,13 @@ class Client:
                     self._sock = self._connect(_check_path(self.socket_path))
                 sock = self._sock
                 try:
-                    sock.settimeout(self.timeout_s + extra_s)
+                    if extra_s:
+                        _set_kernel_timeout(sock, self.timeout_s + extra_s)
                     sock.sendall(frame)
                     answer = _unpack(self._read_frame(sock, self._buf))
-                except TimeoutError:
+                    if extra_s:
+                        _set_kernel_timeout(sock, self.timeout_s)
+                except (TimeoutError, BlockingIOError):
                     self._drop()
                     raise Unavailable(
                         f"the sidecar on {self.socket_path} did not answer within "
@@ -421,8 +445,12 @@ class Client:
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.settimeout(self.timeout_s)
+                sock.settimeout(self.timeout_s)  # non-blocking connect: a full backlog is EAGAIN
                 sock.connect(path)
+                # Then a blocking socket with kernel timeouts: Python's own timeout would poll()
+                # before every recv, one more system call per lookup.
+                sock.settimeout(None)
+                _set_kernel_timeout(sock, self.timeout_s)
                 return sock
             except OSError as exc:
                 sock.close()
@@ -438,8 +466,18 @@ class Client:
                 time.sleep(delay)
 
     @staticmethod
-    def _read_frame(sock: socket.socket, buf: bytearray) -> bytes:
-        """One frame's body from ``sock``; bytes beyond it stay in ``buf`` for the next call."""
+    def _read_frame(sock: socket.socket, buf: bytearray) -> bytes | memoryview:
+        """One frame's body from ``sock``; bytes beyond it stay in ``buf`` for the next call.
+
+        A kernel receive timeout raises ``BlockingIOError``.
+        """
+        if not buf:  # the usual case: one recv holds exactly one answer
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError(errno.ECONNRESET, "connection closed by the sidecar")
+            if len(chunk) >= 4 and len(chunk) == 4 + _HEADER.unpack_from(chunk)[0]:
+                return memoryview(chunk)[4:]
+            buf += chunk
         while True:
             if len(buf) >= 4:
                 (size,) = _HEADER.unpack_from(buf)
