@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from central.errors import InvalidRequest, RegistryError, Unavailable, from_body
+from central.errors import InvalidName, InvalidRequest, RegistryError, Unavailable, from_body
 from central.records import format_time
 
 __all__ = ["DEFAULT_TIMEOUT_S", "UNSET", "CentralClient"]
@@ -73,8 +73,14 @@ Query = Mapping[str, Any]
 
 
 def _segment(value: str | int) -> str:
-    """One path segment, percent-encoded so that no value can reach another route."""
-    return urllib.parse.quote(str(value), safe="")
+    """One path segment, percent-encoded so that no value can reach another route.
+
+    Raises :class:`~central.errors.InvalidName` for an empty value (it would name another route).
+    """
+    text = str(value)
+    if not text:
+        raise InvalidName("a name must not be empty")
+    return urllib.parse.quote(text, safe="")
 
 
 def _time(value: datetime | str | None) -> str | None:

@@ -116,6 +116,12 @@ class TestModelsShow:
             lines["aliases"].strip(),
         ) == ("fraud v1 (registered)", "staging=1")
 
+    def test_empty_name_is_a_usage_error(self, reg: Reg) -> None:
+        """An empty NAME exits 2 instead of reaching the list route."""
+        result = reg("models", "show", "")
+        assert result.exit_code == 2
+        assert "empty" in one_line_error(result)
+
     def test_unknown_model_exits_3(self, reg: Reg) -> None:
         """Showing a model that does not exist exits 3 with one line."""
         result = reg("models", "show", "nope")
