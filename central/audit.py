@@ -71,8 +71,10 @@ def verify(conn: sqlite3.Connection) -> dict[str, Any]:
 
     Returns ``{"ok", "checked", "revision", "first_bad_revision", "message"}`` where ``checked``
     is the number of rows read and ``revision`` the highest revision seen. A row is bad when
-    its revision is not the previous one plus 1, its ``prev_hash`` is not the previous row's
-    hash, its ``details`` is not a JSON object, or its ``hash`` does not match its content.
+    its revision is not the previous one plus 1 (then the missing revision is named), its
+    ``prev_hash`` is not the previous row's hash, its ``details`` is not the canonical JSON
+    object it was written as, or its ``hash`` does not match its content. Rows cut off the end
+    are caught when the heartbeat row has seen a higher revision than the last one left.
     """
     prev_hash = GENESIS_HASH
     expected_revision = 1
@@ -91,7 +93,8 @@ def verify(conn: sqlite3.Connection) -> dict[str, Any]:
             (revision, at, actor, action, subject, details, row_prev, row_hash),
         )
         if problem is not None:
-            bad = revision if isinstance(revision, int) else expected_revision
+            # A gap names the revision that went missing; any other fault the row itself.
+            bad = revision if revision == expected_revision else expected_revision
             return {
                 "ok": False,
                 "checked": checked,
@@ -101,6 +104,17 @@ def verify(conn: sqlite3.Connection) -> dict[str, Any]:
             }
         prev_hash = row_hash
         expected_revision += 1
+    # The heartbeat row records the revision at its last update: a higher one than the log's
+    # last means rows were cut off the end of the log.
+    beat = conn.execute("SELECT revision FROM heartbeat WHERE id = 1").fetchone()
+    if beat is not None and isinstance(beat[0], int) and beat[0] > last:
+        return {
+            "ok": False,
+            "checked": checked,
+            "revision": last,
+            "first_bad_revision": last + 1,
+            "message": f"revision {last + 1}: missing (the heartbeat saw revision {beat[0]})",
+        }
     return {
         "ok": True,
         "checked": checked,
