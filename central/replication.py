@@ -507,7 +507,14 @@ class Replicator:
         log.log(level, "litestream: %s", text)
 
     async def stop(self) -> None:
-        """SIGTERM litestream (it syncs once more, then exits) and wait for it."""
+        """Stop litestream and make sure the replica holds every committed transaction.
+
+        SIGTERM makes litestream sync once more before it exits; but a litestream that had not
+        finished starting (it waits ~1 s before its first sync) exits without shipping
+        anything, so a final ``litestream replicate -once`` follows whenever the last TXIDs
+        seen do not prove the replica is up to date. Never raises: a failed final sync is
+        logged (the writes stay in the local database and ship on the next start).
+        """
         self._stopping = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
@@ -526,7 +533,30 @@ class Replicator:
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
             self._task = None
+        if not self._in_sync():
+            await self._sync_once()
         log.info("litestream: stopped")
+
+    def _in_sync(self) -> bool:
+        return all(
+            s.local_txid is not None and s.replica_txid == s.local_txid for s in self._dbs.values()
+        )
+
+    async def _sync_once(self) -> None:
+        try:
+            binary = litestream_path(self._config)
+            code, out = await _run(
+                [binary, "replicate", "-once", "-no-expand-env", "-config", str(self.config_path)],
+                litestream_env(self._environ),
+                STOP_TIMEOUT_S,
+            )
+        except (ReplicationError, OSError, TimeoutError) as exc:
+            log.error("litestream: final sync failed: %s", exc)
+            return
+        for line in out.splitlines():
+            self._on_line(line)
+        if code != 0:
+            log.error("litestream: final sync exited with code %d", code)
 
     def status(self) -> dict[str, Any]:
         """The replication state: the registry database's figures, then each database's."""
