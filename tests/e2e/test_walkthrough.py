@@ -7,20 +7,26 @@ and ``REG_CENTRAL_URL`` points at the stack's free port instead of 8080.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from central.client import CentralClient
+from sidecar.client import Client
 from tests.e2e.readme import README, Step, commands, walkthrough
 from tests.e2e.stack import UpProc, short_tempdir, start_up
-from tests.procs import stop_process
+from tests.procs import free_port, stop_process, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -182,3 +188,80 @@ class TestWalkthrough:
         assert python_line.startswith("serving churn v1 from file://")
         watched = walk.background[0][1].read_text().split()
         assert [word for word in watched if word.startswith("v")] == ["v1", "v2", "v1"]
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "serve.py"
+
+
+def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        result: dict[str, Any] = json.loads(answer.read())
+        return result
+
+
+def _publish(admin: CentralClient, approver: CentralClient, path: Path, content: bytes) -> int:
+    """Push ``content`` (written to ``path``) as a new churn version and approve it."""
+    path.write_bytes(content)
+    record, _ = admin.push(
+        "churn", path.as_uri(), hashlib.sha256(content).hexdigest(), size=len(content)
+    )
+    version = int(record["version"])
+    approver.approve("churn", version, comment="ok")
+    return version
+
+
+class TestServeExample:
+    def test_serve_resolves_verifies_and_swaps_and_refuses_a_tampered_artifact(
+        self, walk: Walkthrough
+    ) -> None:
+        """examples/serve.py serves v1, swaps to v2 when promoted, refuses a tampered v3."""
+        up = walk.up = start_up(walk.workdir)
+        admin = CentralClient(up.url, token=up.admin_token)
+        admin.create_model("churn")
+        secret = admin.create_token("alice", "approver")["secret"]
+        approver = CentralClient(up.url, token=secret)
+        v1 = _publish(admin, approver, walk.workdir / "v1.bin", b"weights one")
+        moved = admin.set_alias("churn", "production", v1)
+        with Client(up.socket) as sidecar:  # the serving program starts once the node has it
+            sidecar.resolve("churn", "production", min_revision=moved["revision"], wait_ms=20000)
+
+        port = free_port()
+        log = walk.workdir / "serve.log"
+        with open(log, "wb") as handle:
+            serve = subprocess.Popen(
+                [
+                    *(sys.executable, str(EXAMPLE), "churn@production"),
+                    *("--socket", str(up.socket), "--port", str(port)),
+                    *("--cache-dir", str(walk.workdir / "cache")),
+                ],
+                cwd=walk.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        walk.background.append((serve, log))
+        predict = f"http://127.0.0.1:{port}/predict"
+
+        def serving(version: int) -> bool:
+            return version == _post_json(predict, {"customer": 42})["version"]
+
+        def wait_serving(version: int) -> None:
+            try:
+                wait_for(lambda: serving(version), timeout=30, what=f"serve.py on v{version}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- serve.py ---\n{log.read_text()}") from None
+
+        wait_serving(v1)
+
+        v2 = _publish(admin, approver, walk.workdir / "v2.bin", b"weights two")
+        admin.set_alias("churn", "production", v2, expected=v1)
+        wait_serving(v2)
+
+        tampered = walk.workdir / "v3.bin"
+        v3 = _publish(admin, approver, tampered, b"weights three")
+        tampered.write_bytes(b"weights THREE")  # same size, other bytes
+        admin.set_alias("churn", "production", v3, expected=v2)
+        wait_for(lambda: f"refused churn v{v3}" in log.read_text(), timeout=30, what="refusal")
+        assert serving(v2)
+        assert not list((walk.workdir / "cache").glob(f"churn-v{v3}-*"))
