@@ -29,6 +29,7 @@ from central.appkeys import AUTH, CONFIG, REGISTRY
 from central.auth import TOKEN, Auth
 from central.config import CentralConfig
 from central.errors import (
+    InvalidRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -59,6 +60,8 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> RegistryError:
     if exc.status == 413:
         limit = request.app[CONFIG].max_body_bytes
         return PayloadTooLarge(f"request body over {limit} bytes", limit=limit)
+    if exc.status == 400:
+        return InvalidRequest(f"bad request: {exc.reason}")
     return from_body(None, exc.status)
 
 

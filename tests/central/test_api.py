@@ -553,6 +553,25 @@ class TestErrors:
         expected = (405, "method_not_allowed")
         assert expected == (status, _code(body))
 
+    async def test_wrong_method_names_the_allowed_ones(self, api: Api) -> None:
+        """A 405 keeps aiohttp's Allow header; HEAD is not served."""
+        async with api.client.request("DELETE", "/v1/events") as answer:
+            allow = answer.headers.get("Allow")
+        head, _ = await api.call("HEAD", "/healthz", token=None)
+        expected = ("GET", 405)
+        assert expected == (allow, head)
+
+    async def test_scoped_admin_cannot_manage_tokens(self, api: Api) -> None:
+        """Token management needs an admin token that is not scoped to models."""
+        _, created = await api.call(
+            "POST", "/v1/tokens", json={"name": "sub", "role": "admin", "models": ["a*"]}
+        )
+        status, body = await api.call(
+            "POST", "/v1/tokens", token=created["secret"], json={"name": "x", "role": "admin"}
+        )
+        expected = (403, "permission_denied")
+        assert expected == (status, _code(body))
+
     async def test_unexpected_exception_is_generic_500(
         self, api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
