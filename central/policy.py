@@ -37,7 +37,7 @@ from central.errors import (
     NothingToRollBack,
     VersionInUse,
 )
-from central.records import canonical_json
+from central.records import canonical_json, version_record
 from central.store import WriteContext
 
 __all__ = [
@@ -246,6 +246,31 @@ def register_version(
         ),
     )
     conn.execute("UPDATE models SET last_version = ? WHERE id = ?", (number, row["id"]))
+    # Built from what was just inserted rather than read back: this is the hot write path.
+    record = version_record(
+        (
+            model,
+            number,
+            "registered",
+            fields["artifact_uri"],
+            fields["sha256"],
+            fields["size"],
+            fields["format"],
+            fields["run_id"],
+            fields["commit"],
+            fields["dataset_uri"],
+            fields["dataset_digest"],
+            parent,
+            None,
+            None,
+            None,
+            fields["description"],
+            actor,
+            ctx.at,
+            *(None,) * 7,
+        )
+    )
+    record.update(params=fields["params"], metrics=fields["metrics"], tags=fields["tags"])
     details = {
         "version": number,
         "artifact_uri": fields["artifact_uri"],
@@ -253,7 +278,7 @@ def register_version(
         "run_id": fields["run_id"],
     }
     revision = ctx.append_event(conn, actor, "version.register", f"{model}/{number}", details)
-    return _with_revision(queries.record(conn, row, number), revision), True
+    return _with_revision(record, revision), True
 
 
 def update_version(
