@@ -21,8 +21,8 @@ test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check central sidecar cli tests benchmarks
-	$(BIN)/ruff format --check central sidecar cli tests benchmarks
+	$(BIN)/ruff check central sidecar cli tests benchmarks examples
+	$(BIN)/ruff format --check central sidecar cli tests benchmarks examples
 	$(BIN)/mypy
 
 ## bench: run the benchmarks (see benchmarks/RESULTS.md)
