@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -315,6 +316,29 @@ def _sidecar_ready(socket: Path) -> Callable[[], bool]:
     return probe
 
 
+def check_listen_free(listen: str) -> None:
+    """Raise :class:`StackError` if something already listens on ``listen`` (host:port).
+
+    Checked before central starts, so that the readiness probe cannot mistake another central
+    on that port for ours. SO_REUSEADDR as aiohttp uses it: only a listening socket conflicts.
+    """
+    host, _, port = listen.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host or "127.0.0.1", int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise StackError(f"cannot listen on {listen}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise StackError(
+                f"{listen} is already in use ({exc.strerror}): another central or program "
+                "listens there; stop it or pick another address with --listen"
+            ) from None
+
+
 def _relative(path: Path) -> str:
     """``path`` relative to the working directory when under it (shorter to paste)."""
     try:
@@ -336,7 +360,7 @@ def next_steps(layout: Layout, demo_model: str | None, default_layout: bool) -> 
         lines += [
             "In another terminal, first:",
             f"  export REG_CENTRAL_URL={layout.central_url} "
-            f"REG_DATA_DIR={_relative(layout.data_dir)} REG_SOCKET={_relative(layout.socket)}",
+            f"REG_DATA_DIR={layout.data_dir} REG_SOCKET={layout.socket}",
         ]
     lines.append("Try next (in another terminal):")
     if demo_model:
@@ -362,6 +386,7 @@ def run_stack(
     timeout_s: float,
     say: Callable[[str], None],
     default_layout: bool,
+    warn: Callable[[str], None] | None = None,
 ) -> int:
     """Bring the stack up, run until a signal or a child dies, stop it; return the exit code."""
     layout.data_dir.mkdir(parents=True, exist_ok=True)
@@ -375,6 +400,7 @@ def run_stack(
     exit_code = 0
     with Signals() as signals:
         try:
+            check_listen_free(layout.listen)
             central.start()
             say(f"starting central (pid {central.pid}) on {layout.central_url} ...")
             _wait_until("central", _central_ready(layout.central_url), central, signals, timeout_s)
@@ -402,7 +428,7 @@ def run_stack(
             name = signal.Signals(signals.received or signal.SIGTERM).name
             say(f"\n{name}: stopping ...")
         except StackError as exc:
-            say(f"error: {exc}")
+            (warn or say)(f"error: {exc}")
             exit_code = EXIT_UNAVAILABLE
         finally:
             for child in (sidecar, central):
@@ -479,7 +505,8 @@ def register(root: click.Group) -> None:
                 layout,
                 demo=demo,
                 timeout_s=timeout_s,
-                say=lambda line: click.echo(line, err=False),
+                say=click.echo,
+                warn=lambda line: click.echo(line, err=True),
                 default_layout=default_layout,
             )
         except AlreadyRunning as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,26 @@ class TestTwice:
                 assert sidecar.status()["ready"] is True
         finally:
             assert up.stop() == 0
+
+
+class TestStartFailures:
+    def test_a_taken_port_is_reported_before_anything_starts(self, workdir: Path) -> None:
+        """With the central port already listening, reg up exits 5 naming it and starts nothing."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [str(BIN_DIR / "reg"), "up", "--listen", f"127.0.0.1:{port}"],
+                cwd=workdir,
+                env={**os.environ, **STACK_ENV},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        assert 5 == result.returncode
+        assert f"127.0.0.1:{port} is already in use" in result.stderr
+        assert not (workdir / ".reg" / "logs").exists()
 
 
 class TestStop:
