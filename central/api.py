@@ -5,8 +5,8 @@ Handlers are thin: authorise (role, then model scope), parse the body or query, 
 exception into a response: ``central/app.py``'s error middleware does, with one body everywhere.
 
 Request bodies are checked against the schemas of :data:`central.openapi.BODIES` (unknown
-fields, missing fields and wrong types are ``invalid_field`` naming the field); the registry then
-checks values (names, digests, URIs, lengths).
+fields, missing fields, wrong types and integers out of range are ``invalid_field`` naming the
+field); the registry then checks values (names, digests, URIs, lengths) and owns those codes.
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ from central.errors import InvalidField, InvalidJSON, PayloadTooLarge
 from central.metrics import CONTENT_TYPE, METRICS
 from central.openapi import BODIES, document
 from central.records import parse_time
-from central.registry import UNSET
+from central.registry import STATUSES, UNSET
+from central.validate import MAX_LIMIT
 
-__all__ = ["MAX_LIMIT", "STATUSES", "add_routes"]
+__all__ = ["Handler", "add_routes"]
 
-#: Largest ``limit`` a list accepts.
-MAX_LIMIT = 1000
-STATUSES = ("registered", "approved", "rejected", "archived")
 _MAX_INT = 2**63 - 1  # SQLite's INTEGER
 _NUMBER_RE = re.compile(r"[0-9]{1,19}")
 
@@ -108,9 +106,6 @@ def _check_value(name: str, value: Any, schema: Mapping[str, Any]) -> None:
         low = schema.get("minimum", -_MAX_INT)
         if not low <= value <= _MAX_INT:
             raise InvalidField(f"field {name!r} must be between {low} and {_MAX_INT}", field=name)
-    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
-        # the registry owns the precise error (invalid_sha256 ...): let it answer
-        return
     if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
         for key, item in value.items():
             _check_value(f"{name}.{key}", item, schema["additionalProperties"])
@@ -125,7 +120,7 @@ def _check(body: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in body.items():
         if name not in properties:
-            raise InvalidField(f"unknown field {name!r}", field=name)
+            raise InvalidField(f"unknown field {name[:100]!r}", field=name[:100])
         prop = properties[name]
         nullable = isinstance(prop.get("type"), list) and "null" in prop["type"]
         if value is None and not nullable:
@@ -141,7 +136,7 @@ def _check(body: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
 def _query(request: web.Request, allowed: tuple[str, ...]) -> None:
     for name in request.query:
         if name not in allowed:
-            raise InvalidField(f"unknown query parameter {name!r}", field=name)
+            raise InvalidField(f"unknown query parameter {name[:100]!r}", field=name[:100])
 
 
 def _limit(request: web.Request) -> int:
