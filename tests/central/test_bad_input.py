@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from central.config import CentralConfig
+from central.openapi import BODIES
 from tests.central.conftest import Api, db_state
 
 VERSIONS = "/v1/models/fraud/versions"
@@ -405,3 +408,41 @@ class TestBadInput:
         _, body = await seeded.call("POST", VERSIONS, json=_version(size="12"))
         expected = True
         assert expected == ("size" in body["error"]["message"])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_FIELDS = sorted(
+    {
+        name
+        for schema in ("VersionCreate", "AliasSet", "ModelCreate")
+        for name in BODIES[schema]["properties"]
+    }
+)
+_BODIES = st.dictionaries(st.sampled_from(_FIELDS) | st.text(max_size=8), _JSON, max_size=6) | _JSON
+
+
+class TestFuzz:
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        path=st.sampled_from(
+            ["/v1/models", VERSIONS, ALIAS, "/v1/models/fraud", VERSIONS + "/2/approve"]
+        ),
+        body=_BODIES,
+    )
+    async def test_random_bodies_never_crash(self, seeded: Api, path: str, body: Any) -> None:
+        """Any JSON body on a write route gets a 2xx or a 4xx error body, never a 500."""
+        method = {ALIAS: "PUT", "/v1/models/fraud": "PATCH"}.get(path, "POST")
+        status, answer = await seeded.call(method, path, json=body)
+        ok = status < 300 or (400 <= status < 500 and "code" in answer["error"])
+        expected = True
+        assert expected == ok, (status, answer)
