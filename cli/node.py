@@ -245,14 +245,19 @@ def status_text(status: Mapping[str, Any]) -> str:
         freshness = "NOT READY (no local copy yet)"
     rate = lookups_per_s(status)
     follower_text = str(follower.get("state") or "-")
+    if follower.get("error") and follower.get("state") != "following":
+        follower_text += f": {follower['error']}"
     if follower.get("pid"):
         follower_text += f" (pid {follower['pid']}, restarts {follower.get('restarts', 0)})"
     elif follower.get("restarts"):
         follower_text += f" (restarts {follower['restarts']})"
     loaded = status.get("loaded_at")
+    if isinstance(loaded, int | float):
+        loaded = format_time(datetime.fromtimestamp(loaded, UTC))
     pairs: list[tuple[str, Any]] = [
         ("sidecar", status.get("socket")),
         ("state", freshness),
+        ("reason", status.get("reason") or None),
         ("revision", status.get("revision")),
         ("age", _duration_ms(status.get("age_ms"))),
         ("follower", follower_text),
@@ -263,6 +268,7 @@ def status_text(status: Mapping[str, Any]) -> str:
             f"loaded {value_text(loaded)} in {value_text(status.get('index_load_ms'))} ms",
         ),
         ("connections", status.get("connections")),
+        ("watches", status.get("watches")),
         (
             "lookups",
             f"{value_text(status.get('lookups'))}"

@@ -249,6 +249,10 @@ class _Backoff:
         self.attempt = 0
 
 
+def _gave_up(down_since: float, deadline_s: float | None) -> bool:
+    return deadline_s is not None and time.monotonic() - down_since >= deadline_s
+
+
 def _unavailable(path: str, deadline_s: float, exc: OSError) -> Unavailable:
     reason = exc.strerror or type(exc).__name__
     return Unavailable(
@@ -286,6 +290,8 @@ class Client:
         self._sock: socket.socket | None = None
         self._buf = bytearray()
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by close(): running watches stop
+        self._watch_socks: set[socket.socket] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -301,9 +307,14 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the reused connection (a later call opens a new one)."""
+        """Close the reused connection (a later call opens a new one) and end every running
+        ``watch`` of this client (its loop returns). Safe to call from another thread."""
         with self._lock:
             self._drop()
+        self._generation += 1
+        for sock in list(self._watch_socks):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _drop(self) -> None:
         if self._sock is not None:
@@ -355,47 +366,57 @@ class Client:
 
         If the sidecar goes away (restart, upgrade), reconnects with jittered backoff and goes
         on; an answer equal to the last one yielded is not repeated. ``reconnect_deadline_s``
-        bounds how long to keep trying (None: for ever), then ``Unavailable``. Error frames
-        raise their class (``AliasNotFound`` for an alias that does not exist…). Close the
-        generator (or leave the ``for`` loop) to close its connection.
+        bounds how long to keep trying (None: for ever), then ``Unavailable``; ``NotReady``
+        (a sidecar still restoring its first copy) is waited out the same way. Other error
+        frames raise their class (``AliasNotFound`` for an alias that does not exist…). Close
+        the generator, leave the ``for`` loop, or call :meth:`close` (from any thread) to end
+        the watch and close its connection.
         """
         request = {"op": "watch", "model": model, "ref": str(ref)}
         path = _check_path(self.socket_path)
         last: Mapping[str, Any] | None = None
         backoff = _Backoff(None, _WATCH_BACKOFF_CAP_S)
         down_since: float | None = None
-        while True:
+        generation = self._generation
+        while self._generation == generation:
             try:
                 sock = self._connect(path)
             except Unavailable:
                 down_since = down_since or time.monotonic()
-                if (
-                    reconnect_deadline_s is not None
-                    and time.monotonic() - down_since >= reconnect_deadline_s
-                ):
+                if _gave_up(down_since, reconnect_deadline_s):
                     raise
                 time.sleep(backoff.next_delay() or 0.0)
                 continue
+            self._watch_socks.add(sock)
             buf = bytearray()
             try:
                 _set_kernel_timeout(sock, 0.0)  # changes may be hours apart
                 sock.sendall(encode_frame(request))
                 while True:
                     answer = _unpack(self._read_frame(sock, buf))
+                    if answer.get("ok") is not True:
+                        raise from_body(answer, 500)
+                    record = ResolvedModel.from_answer(answer)
                     down_since = None
                     backoff.reset()
-                    record = ResolvedModel.from_answer(answer) if answer.get("ok") else None
-                    if record is None:
-                        raise from_body(answer, 500)
                     if last is not None and dict(record.raw) == dict(last):
                         continue
                     last = record.raw
                     yield record
-            except OSError:
+            except (OSError, Unavailable) as exc:
+                if self._generation != generation:
+                    return  # close() ended this watch
                 down_since = down_since or time.monotonic()
-            except Unavailable:
-                down_since = down_since or time.monotonic()
+                if _gave_up(down_since, reconnect_deadline_s):
+                    if isinstance(exc, RegistryError):
+                        raise
+                    raise Unavailable(
+                        f"lost the watch on {self.socket_path} and could not get it back "
+                        f"within {reconnect_deadline_s:g} s",
+                        socket=str(self.socket_path),
+                    ) from None
             finally:
+                self._watch_socks.discard(sock)
                 sock.close()
             time.sleep(backoff.next_delay() or 0.0)
 
@@ -517,6 +538,8 @@ class AsyncClient:
         self.connect_deadline_s = connect_deadline_s
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock: asyncio.Lock | None = None
+        self._generation = 0  # bumped by aclose(): running watches stop
+        self._watch_writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> Self:
         return self
@@ -530,8 +553,12 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the reused connection (a later call opens a new one)."""
+        """Close the reused connection (a later call opens a new one) and end every running
+        ``watch`` of this client."""
         await self._drop()
+        self._generation += 1
+        for writer in list(self._watch_writers):
+            writer.close()
 
     async def _drop(self) -> None:
         if self._conn is not None:
@@ -572,41 +599,51 @@ class AsyncClient:
     async def watch(
         self, model: str, ref: str | int = "latest", *, reconnect_deadline_s: float | None = None
     ) -> AsyncGenerator[ResolvedModel, None]:
-        """See :meth:`Client.watch`."""
+        """See :meth:`Client.watch`; :meth:`aclose` ends it."""
         request = {"op": "watch", "model": model, "ref": str(ref)}
         path = _check_path(self.socket_path)
         last: Mapping[str, Any] | None = None
         backoff = _Backoff(None, _WATCH_BACKOFF_CAP_S)
         down_since: float | None = None
-        while True:
+        generation = self._generation
+        while self._generation == generation:
             try:
                 reader, writer = await self._connect(path)
             except Unavailable:
                 down_since = down_since or time.monotonic()
-                if (
-                    reconnect_deadline_s is not None
-                    and time.monotonic() - down_since >= reconnect_deadline_s
-                ):
+                if _gave_up(down_since, reconnect_deadline_s):
                     raise
                 await asyncio.sleep(backoff.next_delay() or 0.0)
                 continue
+            self._watch_writers.add(writer)
             try:
                 writer.write(encode_frame(request))
                 await writer.drain()
                 while True:
                     answer = _unpack(await self._read_frame(reader))
-                    down_since = None
-                    backoff.reset()
                     if answer.get("ok") is not True:
                         raise from_body(answer, 500)
                     record = ResolvedModel.from_answer(answer)
+                    down_since = None
+                    backoff.reset()
                     if last is not None and dict(record.raw) == dict(last):
                         continue
                     last = record.raw
                     yield record
-            except (OSError, asyncio.IncompleteReadError, Unavailable):
+            except (OSError, asyncio.IncompleteReadError, Unavailable) as exc:
+                if self._generation != generation:
+                    return  # aclose() ended this watch
                 down_since = down_since or time.monotonic()
+                if _gave_up(down_since, reconnect_deadline_s):
+                    if isinstance(exc, RegistryError):
+                        raise
+                    raise Unavailable(
+                        f"lost the watch on {self.socket_path} and could not get it back "
+                        f"within {reconnect_deadline_s:g} s",
+                        socket=str(self.socket_path),
+                    ) from None
             finally:
+                self._watch_writers.discard(writer)
                 writer.close()
             await asyncio.sleep(backoff.next_delay() or 0.0)
 
