@@ -123,8 +123,8 @@ class Reg:
 def central_server(tmp_path: Path) -> Iterator[InProcessCentral]:
     """A started in-process central on a fresh data directory."""
     server = InProcessCentral(tmp_path / "central")
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()
