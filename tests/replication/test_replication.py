@@ -77,7 +77,9 @@ class TestCrash:
         central = start_central(data, replica_kind)
         client = CentralClient(central.url, central.admin_token)
         last = burst(client, "fraud", 25)
-        litestream_pid = central.healthz()["replication"]["pid"]
+        litestream_pid = wait_for(
+            lambda: central.healthz()["replication"]["pid"], what="litestream's pid"
+        )
         central.kill()
         # the guard stops the orphaned litestream, which syncs what it had not yet shipped
         wait_for(lambda: _gone(litestream_pid), what="litestream to exit after central died")
