@@ -165,6 +165,7 @@ class TestUnavailable:
         with pytest.raises(InvalidRequest):
             Client("/tmp/" + "x" * 200).ping()
 
+    @pytest.mark.slow
     def test_waits_for_a_sidecar_that_is_starting(self, seeded_dir: Path) -> None:
         """A call made before the sidecar exists is answered once it comes up."""
         socket_path = seeded_dir / "s.sock"
@@ -188,6 +189,7 @@ class TestUnavailable:
         finally:
             sidecar.stop()
 
+    @pytest.mark.slow
     def test_reconnects_after_a_sidecar_restart(self, seeded_dir: Path) -> None:
         """The reused connection dies with the sidecar; the next call opens a new one."""
         replica = (seeded_dir / "no-replica").as_uri()

@@ -148,6 +148,7 @@ class TestWatchLocalCopy:
             thread.join(CHANGE_DEADLINE_S)
         assert [(2, revision)] == [(r.version, r.revision) for r in waiting]
 
+    @pytest.mark.slow
     def test_watch_survives_a_sidecar_restart(self, seeded: tuple[Path, Path]) -> None:
         """The watcher reconnects by itself and reports the change made while it was down."""
         sock_dir, copy = seeded
