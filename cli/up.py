@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -259,27 +259,28 @@ class Signals:
 
 
 def _wait_until(
-    what: str,
+    target: Child,
     probe: Callable[[], bool],
-    child: Child,
+    children: Sequence[Child],
     signals: Signals,
     timeout_s: float,
 ) -> None:
-    """Poll ``probe`` until true; raise :class:`StackError` if ``child`` exits or time runs out."""
+    """Poll ``probe`` until true; raise :class:`StackError` if a child exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while True:
-        code = child.exited()
-        if code is not None:
-            raise StackError(
-                f"{child.name} exited with code {code} before it was ready; "
-                f"its log ({child.log_path}) ends with:\n{child.log_tail()}"
-            )
+        for child in children:
+            code = child.exited()
+            if code is not None:
+                raise StackError(
+                    f"{child.name} exited with code {code} before it was ready; "
+                    f"its log ({child.log_path}) ends with:\n{child.log_tail()}"
+                )
         if probe():
             return
         if time.monotonic() > deadline:
             raise StackError(
-                f"{what} did not become ready within {timeout_s:g} s; "
-                f"its log ({child.log_path}) ends with:\n{child.log_tail()}"
+                f"{target.name} did not become ready within {timeout_s:g} s; "
+                f"its log ({target.log_path}) ends with:\n{target.log_tail()}"
             )
         signals.sleep(_POLL_S)
 
@@ -401,12 +402,15 @@ def run_stack(
     with Signals() as signals:
         try:
             check_listen_free(layout.listen)
+            # Both at once: the sidecar needs only the replica (it answers not_ready until the
+            # first one exists), so it starts while central restores and opens.
             central.start()
             say(f"starting central (pid {central.pid}) on {layout.central_url} ...")
-            _wait_until("central", _central_ready(layout.central_url), central, signals, timeout_s)
             sidecar.start()
             say(f"starting sidecar (pid {sidecar.pid}) on {_relative(layout.socket)} ...")
-            _wait_until("the sidecar", _sidecar_ready(layout.socket), sidecar, signals, timeout_s)
+            children = (central, sidecar)
+            _wait_until(central, _central_ready(layout.central_url), children, signals, timeout_s)
+            _wait_until(sidecar, _sidecar_ready(layout.socket), children, signals, timeout_s)
             demo_model = None
             if demo:
                 from cli.up_demo import run_demo
