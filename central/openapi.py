@@ -144,7 +144,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/v1/models/{model}/versions",
-        "List a model's versions, newest first.",
+        "List a model's versions in version order.",
         "reader",
         query={"status": "registered, approved, rejected or archived", **_PAGE},
         answer="Page",
@@ -223,7 +223,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/v1/models/{model}/aliases/{alias}/history",
-        "Every move of an alias.",
+        "Every move of an alias, newest first.",
         "reader",
         query=_PAGE,
         answer="Page",
