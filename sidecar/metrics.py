@@ -56,6 +56,16 @@ class Metrics:
         self._hist[bisect_left(_BUCKETS_NS, elapsed_ns)] += 1
         self._hist_sum_ns += elapsed_ns
 
+    def observe_many(self, op: str, result: str, count: int, each_ns: int) -> None:
+        """Count ``count`` requests answered together, each taking ``each_ns`` on average."""
+        key = (op, result)
+        lookups = self.lookups
+        lookups[key] = lookups.get(key, 0) + count
+        if result != "ok":
+            self.errors += count
+        self._hist[bisect_left(_BUCKETS_NS, each_ns)] += count
+        self._hist_sum_ns += each_ns * count
+
     @property
     def total(self) -> int:
         """Requests answered so far."""

@@ -69,7 +69,8 @@ class Node:
         age = self.age_ms()
         return age is None or age > self.stale_after_ms
 
-    def _packed_age(self) -> bytes:
+    def packed_age(self) -> bytes:
+        """``age_ms`` msgpack-encoded (nil without a heartbeat), cached per millisecond."""
         age = self.age_ms()
         if age is None:
             return b"\xc0"  # nil
@@ -124,7 +125,7 @@ class Node:
             prefix = index.resolve.get((model, str(int(ref))))
         if prefix is None:
             return error_frame(index.not_found(model, ref), rid)
-        return ok_frame(prefix, self._packed_age(), rid)
+        return ok_frame(prefix, self.packed_age(), rid)
 
     def answer_now(self, request: Request) -> bytes:
         """The answer to ``request`` from the current index, ignoring ``min_revision``."""
@@ -133,9 +134,9 @@ class Node:
             assert request.model is not None and request.ref is not None
             return self.resolve_frame(request.model, request.ref, request.id)
         if op == "ping":
-            return ok_frame(self._prefix(_PING), self._packed_age(), request.id)
+            return ok_frame(self._prefix(_PING), self.packed_age(), request.id)
         if op == "status":
-            return ok_frame(self._prefix(pack(self.status())), self._packed_age(), request.id)
+            return ok_frame(self._prefix(pack(self.status())), self.packed_age(), request.id)
         index = self.index
         if index is None:
             return error_frame(NotReady(self.not_ready_reason), request.id)
@@ -144,9 +145,9 @@ class Node:
             prefix = index.get.get(request.model)
             if prefix is None:
                 return error_frame(index.not_found(request.model), request.id)
-            return ok_frame(prefix, self._packed_age(), request.id)
+            return ok_frame(prefix, self.packed_age(), request.id)
         if op == "list":
-            return ok_frame(index.list_prefix, self._packed_age(), request.id)
+            return ok_frame(index.list_prefix, self.packed_age(), request.id)
         raise AssertionError(f"unhandled op {op!r}")
 
     def answer(self, request: Request) -> Answer:

@@ -110,6 +110,33 @@ class TestFraming:
         assert decoder.pending == 0
 
 
+class TestBatchDecode:
+    @given(st.lists(values, max_size=5), st.integers(min_value=1, max_value=9))
+    def test_batches_match_iteration(self, objs: list[Any], chunk: int) -> None:
+        """decode() returns the same values as iteration, however the bytes are split."""
+        data = b"".join(encode_frame(o) for o in objs)
+        decoder = FrameDecoder()
+        out: list[Any] = []
+        for i in range(0, len(data), chunk):
+            out.extend(decoder.decode(data[i : i + chunk]))
+        assert objs == out
+        assert decoder.pending == 0
+
+    def test_errors_are_returned_in_place(self) -> None:
+        """A bad payload is returned in its position; an oversized prefix ends the batch."""
+        data = (
+            encode_frame(1)
+            + struct.pack(">I", 1)
+            + b"\xc1"
+            + encode_frame(2)
+            + b"\xff\xff\xff\xff"
+            + encode_frame(3)
+        )
+        out = FrameDecoder().decode(data)
+        assert [int, BadPayload, int, FrameTooLarge] == [type(o) for o in out]
+        assert [1, 2] == [o for o in out if isinstance(o, int)]
+
+
 class TestParseRequest:
     def test_resolve_with_integer_ref(self) -> None:
         """An integer ref becomes its decimal string."""
