@@ -106,6 +106,9 @@ def storm(
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(5)
+            for pipe in (worker.stdin, worker.stdout):
+                if pipe is not None:
+                    pipe.close()
     started = min(r["started"] for r in results)
     finished = max(r["finished"] for r in results)
     ok = sum(r["ok"] for r in results)
