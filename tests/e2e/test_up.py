@@ -144,14 +144,22 @@ class TestStop:
         finally:
             assert again.stop(signal.SIGTERM) == 0
 
-    def test_children_stop_when_reg_up_is_killed_outright(self, workdir: Path) -> None:
-        """SIGKILL on reg up: its children get SIGTERM from the kernel and go away."""
+    def test_children_stop_when_reg_up_is_killed_outright_and_it_starts_again(
+        self, workdir: Path
+    ) -> None:
+        """SIGKILL on reg up: the kernel SIGTERMs its children, and the next reg up starts."""
         up = start_up(workdir)
         try:
             tree = process_tree(up.pid)
         finally:
             up.stop(signal.SIGKILL)
         wait_for(lambda: not (tree & set(live_pids())), timeout=30, what="no process left")
+
+        again = start_up(workdir, port=up.port)
+        try:
+            assert "ok" == CentralClient(again.url).health()["status"]
+        finally:
+            assert 0 == again.stop()
 
 
 class TestDemo:
