@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from central.errors import InvalidField, InvalidRequest, ModelNotFound
+from central.errors import AliasNotFound, InvalidField, InvalidRequest, ModelNotFound
+from sidecar.config import SETTINGS
 from sidecar.protocol import (
     MAX_REQUEST_BYTES,
     BadPayload,
@@ -223,3 +225,40 @@ class TestAnswers:
             "id": b"\x00",
         }
         assert [expected] == decode_all(frame)
+
+
+class TestProtocolDoc:
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text().split())
+
+    @pytest.mark.parametrize(
+        "frame",
+        [
+            encode_frame({"op": "ping"}),
+            ok_frame(ok_prefix(pack("pong"), 42), pack(12)),
+            encode_frame({"op": "resolve", "model": "fraud", "ref": "production", "id": 7}),
+            error_frame(
+                AliasNotFound("model 'fraud' has no alias 'prod'", model="fraud", alias="prod"),
+                rid=7,
+            ),
+        ],
+    )
+    def test_hex_examples_match_the_encoder(self, frame: bytes) -> None:
+        """Every hex example in docs/PROTOCOL.md is what the reference encoder produces."""
+        assert frame.hex(" ") in self.doc
+
+    def test_every_error_code_and_setting_is_documented(self) -> None:
+        """The sidecar's error codes and every REG_SIDECAR_* variable appear in the doc."""
+        codes = [
+            "bad_request",
+            "invalid_field",
+            "payload_too_large",
+            "model_not_found",
+            "version_not_found",
+            "alias_not_found",
+            "not_ready",
+            "timeout",
+            "unavailable",
+        ]
+        missing = [c for c in codes if f"`{c}`" not in self.doc]
+        missing += [s.env for s in SETTINGS if s.env not in self.doc]
+        assert [] == missing
