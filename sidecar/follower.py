@@ -327,6 +327,7 @@ async def _terminate(copy: _Copy) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)  # a stalled (stopped) child must run to exit
     try:
         await asyncio.wait_for(proc.wait(), _STOP_WAIT_S)
     except TimeoutError:
