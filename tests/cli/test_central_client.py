@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import socket
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from central.app import create_app
 from central.client import CentralClient
+from central.config import CentralConfig
 from central.errors import (
     CODES,
     AliasConflict,
@@ -131,3 +136,46 @@ class TestExitCodes:
         else:
             expected = 1
         assert expected == exit_code_for(error)
+
+
+class TestCoverage:
+    def test_every_route_of_central_has_a_client_method(self, tmp_path: Path) -> None:
+        """Each (method, path) central routes is what some CentralClient method sends."""
+        sent: list[tuple[str, str]] = []
+
+        def record(
+            self: CentralClient, method: str, path: str, query: Any = None, body: Any = None
+        ) -> tuple[int, Any]:
+            sent.append((method, path))
+            return 200, {"items": [], "next_page_token": None}
+
+        client = CentralClient("http://127.0.0.1:9")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(CentralClient, "send", record)
+            patch.setattr(CentralClient, "metrics", lambda self: record(self, "GET", "/metrics"))
+            client.health(), client.openapi(), client.metrics()
+            client.create_model("m"), client.list_models(), client.get_model("m")
+            client.update_model("m", owner="o"), client.push("m", "s3://x", "a" * 64)
+            client.list_versions("m"), client.get_version("m", 1)
+            client.update_version("m", 1, description="d")
+            client.approve("m", 1), client.reject("m", 1), client.archive("m", 1)
+            client.set_alias("m", "a", 1), client.delete_alias("m", "a"), client.get_alias("m", "a")
+            client.rollback("m", "a"), client.alias_history("m", "a"), client.resolve("m", "a")
+            client.search_versions(), client.events(), client.verify_audit()
+            client.create_token("t", "reader"), client.list_tokens(), client.revoke_token("t")
+        app = create_app(CentralConfig(data_dir=tmp_path, replica_url=None))
+        routes = {
+            (route.method, route.resource.canonical)
+            for route in app.router.routes()
+            if route.resource is not None and route.method != "HEAD"
+        }
+
+        def template(method: str, path: str) -> tuple[str, str] | None:
+            for route_method, canonical in routes:
+                pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(canonical))
+                if route_method == method and re.fullmatch(pattern, path):
+                    return route_method, canonical
+            return None
+
+        covered = {template(method, path) for method, path in sent}
+        assert routes == covered
