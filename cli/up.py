@@ -56,8 +56,16 @@ _POLL_S = 0.1
 #: Lines of a child's log shown when it fails to start.
 _LOG_TAIL_LINES = 20
 _PR_SET_PDEATHSIG = 1
-#: How the children are started: this Python, the ``reg`` root, so no PATH lookup is needed.
-_REG = (sys.executable, "-c", "import sys; sys.argv[0] = 'reg'; from cli.main import main; main()")
+_REG_MAIN = "import sys; sys.argv[0] = 'reg'; from cli.main import main; main()"
+
+
+def _reg_argv() -> tuple[str, ...]:
+    """How the children are started: the ``reg`` script beside this Python (readable in ``ps``),
+    else this Python importing the same entry point; never a PATH lookup."""
+    script = Path(sys.executable).parent / "reg"
+    if script.is_file():
+        return (sys.executable, str(script))
+    return (sys.executable, "-c", _REG_MAIN)
 
 
 class StackError(Exception):
@@ -198,7 +206,7 @@ class Layout:
 
     def central_argv(self) -> list[str]:
         return [
-            *_REG,
+            *_reg_argv(),
             "central",
             "serve",
             "--data-dir",
@@ -211,7 +219,7 @@ class Layout:
 
     def sidecar_argv(self) -> list[str]:
         return [
-            *_REG,
+            *_reg_argv(),
             "sidecar",
             "run",
             "--replica",
