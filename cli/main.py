@@ -32,7 +32,10 @@ COMMAND_MODULES = (
 
 
 @click.group(
-    cls=RegGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=RegGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Exit codes: 0 ok, 1 error, 2 usage or invalid argument, 3 not found, "
+    "4 conflict or permission denied, 5 unavailable.",
 )
 @global_options
 def root() -> None:
