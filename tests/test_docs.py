@@ -164,3 +164,25 @@ class TestArchitecture:
             if path.name != "__init__.py"
         )
         assert [] == [module for module in modules if f"`{module}`" not in text]
+
+
+def _table_flags(text: str, heading: str) -> list[str]:
+    """The flags (third column) of the first table after the bold ``heading`` in README."""
+    section = text.split(heading, 1)[1]
+    rows = [line for line in section.split("\n\n", 2)[1].splitlines() if line.startswith("| `")]
+    return [flag for row in rows for flag in re.findall(r"`(--[a-z-]+)`", row.split("|")[3])]
+
+
+class TestConfigurationTable:
+    @pytest.mark.parametrize(
+        ("heading", "command"),
+        [("**Central**", ("central", "serve")), ("**Sidecar**", ("sidecar", "run"))],
+    )
+    def test_every_documented_flag_exists(self, heading: str, command: tuple[str, str]) -> None:
+        """Each flag of the README's settings tables is an option of its command."""
+        group = root.commands[command[0]]
+        assert isinstance(group, click.Group)
+        options = {opt for param in group.commands[command[1]].params for opt in param.opts}
+        flags = _table_flags(README.read_text(), heading)
+        assert flags
+        assert [] == [flag for flag in flags if flag not in options]
