@@ -304,7 +304,8 @@ class Auth:
         return token
 
     async def touch(self, token: Token) -> None:
-        """Record that ``token`` was used, at most once per minute per token."""
+        """Record that ``token`` was used, at most once per minute per token. Never raises for a
+        database error (it is logged): ``last_used_at`` is informative."""
         moment = time.monotonic()
         last = self._touched.get(token.name)
         if last is not None and moment - last < LAST_USED_RESOLUTION_S:
@@ -315,7 +316,10 @@ class Auth:
         def update(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (at, token.name))
 
-        await self._run(update)
+        try:
+            await self._run(update)
+        except sqlite3.Error as exc:  # informative only: never fail a request over it
+            log.warning("could not record last use of token %r: %s", token.name, exc)
 
     # -- management --------------------------------------------------------------------------
 
