@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from central.client import CentralClient
-from cli.up import LOCK_NAME, AlreadyRunning, acquire_lock
+from cli.main import root
+from cli.up import LOCK_NAME, AlreadyRunning, Layout, acquire_lock, next_steps
 from cli.up_demo import DEMO_APPROVER, DEMO_MODEL
 from sidecar.client import Client
 from tests.e2e.stack import (
@@ -29,8 +31,6 @@ from tests.e2e.stack import (
     start_up,
 )
 from tests.procs import BIN_DIR, wait_for
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -69,6 +69,37 @@ class TestLock:
         assert f"{os.getpid()}\n" == (tmp_path / LOCK_NAME).read_text()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+class TestHints:
+    def test_default_layout_needs_no_exports(self) -> None:
+        """On the defaults the hints are the three commands, with no environment to set."""
+        layout = Layout(data_dir=Path("/x/.reg"), listen="127.0.0.1:8080")
+        lines = next_steps(layout, None, default_layout=True)
+        assert not [line for line in lines if "export" in line]
+        assert [
+            "  reg models create mymodel",
+            "  reg push mymodel --artifact ./model.bin",
+            "  reg status",
+        ] == [line for line in lines if line.startswith("  reg ")]
+
+    def test_other_layout_exports_what_reg_needs(self) -> None:
+        """Elsewhere the hints export the URL, data dir and socket reg must use."""
+        layout = Layout(data_dir=Path("/x/d"), listen="127.0.0.1:9000")
+        lines = next_steps(layout, "fraud", default_layout=False)
+        assert (
+            "  export REG_CENTRAL_URL=http://127.0.0.1:9000 REG_DATA_DIR=/x/d "
+            "REG_SOCKET=/x/d/sidecar.sock"
+        ) in lines
+        assert "  reg resolve fraud@production" in lines
+
+    def test_an_https_central_url_is_a_usage_error(self) -> None:
+        """reg up serves plain http on this machine, so --central https://… is refused (exit 2)."""
+        result = CliRunner().invoke(root, ["--central", "https://reg.example.com", "up"])
+        assert 2 == result.exit_code
+        assert "plain http" in result.output
+
+
 class TestTwice:
     def test_second_up_on_the_same_data_dir_refuses_and_changes_nothing(
         self, workdir: Path
@@ -98,6 +129,7 @@ class TestTwice:
             assert up.stop() == 0
 
 
+@pytest.mark.integration
 class TestStartFailures:
     def test_a_taken_port_is_reported_before_anything_starts(self, workdir: Path) -> None:
         """With the central port already listening, reg up exits 5 naming it and starts nothing."""
@@ -118,6 +150,8 @@ class TestStartFailures:
         assert not (workdir / ".reg" / "logs").exists()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 class TestStop:
     def test_sigint_stops_every_process_and_a_restart_resumes(self, workdir: Path) -> None:
         """Ctrl-C ends reg up, central, the sidecar and their litestream children; data stays."""
@@ -162,6 +196,8 @@ class TestStop:
             assert 0 == again.stop()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 class TestDemo:
     def test_demo_registers_approves_promotes_and_a_second_run_adds_nothing(
         self, workdir: Path
