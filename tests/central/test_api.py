@@ -20,6 +20,7 @@ from central.auth import hash_secret
 from central.errors import CODES, HTTP_STATUS
 from central.openapi import OPERATIONS, document
 from tests.central.conftest import SHA, Api, db_state
+from tests.central.test_auth_matrix import CASES as MATRIX
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "API.md"
 
@@ -106,12 +107,13 @@ class TestVersions:
         again_status, again = await seeded.call(
             "POST", "/v1/models/fraud/versions", token="publisher", json=body
         )
-        expected = (201, 4, 200, 4, first["revision"])
+        expected = (201, 4, 200, 4, first["revision"], first["revision"])
         assert expected == (
             first_status,
             first["version"],
             again_status,
             again["version"],
+            again["revision"],
             await seeded.client.app[REGISTRY].revision(),
         )
 
@@ -486,6 +488,20 @@ class TestSecrets:
         """The admin token file is mode 0600."""
         expected = 0o600
         assert expected == stat.S_IMODE(os.stat(api.config.admin_token_file).st_mode)
+
+
+class TestWritesAnswerRevision:
+    @pytest.mark.parametrize(
+        "case",
+        [c for c in MATRIX if c.method != "GET" and "admin" in c.allowed],
+        ids=lambda c: f"{c.method} {c.path}",
+    )
+    async def test_every_write_answers_the_revision(self, seeded: Api, case: Any) -> None:
+        """Every successful write's answer carries the registry revision as of that write."""
+        status, body = await seeded.call(case.method, case.path, json=case.json)
+        revision = await seeded.client.app[REGISTRY].revision()
+        expected = (case.ok, revision)
+        assert expected == (status, body.get("revision"))
 
 
 class TestServiceRoutes:
