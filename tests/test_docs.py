@@ -186,3 +186,16 @@ class TestConfigurationTable:
         flags = _table_flags(README.read_text(), heading)
         assert flags
         assert [] == [flag for flag in flags if flag not in options]
+
+
+class TestLinks:
+    @pytest.mark.parametrize(
+        "page",
+        [README, *sorted(DOCS.glob("*.md"))],
+        ids=lambda page: page.relative_to(REPO).as_posix(),
+    )
+    def test_relative_links_point_at_files(self, page: Path) -> None:
+        """Every relative Markdown link of README.md and docs/ names an existing file."""
+        targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+        local = [target for target in targets if "://" not in target]
+        assert [] == [target for target in local if not (page.parent / target).exists()]
