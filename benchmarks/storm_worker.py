@@ -62,29 +62,103 @@ async def _connect(args: argparse.Namespace, stats: Stats) -> Any:
             delay = min(delay * 2, 0.2)
 
 
-async def _sidecar_client(
-    args: argparse.Namespace, frames: list[tuple[bytes, int]], stats: Stats
-) -> None:
-    started = time.monotonic()
-    try:
-        reader, writer = await _connect(args, stats)
-    except OSError as exc:
-        stats.error(f"connect: {exc}")
-        return
-    try:
-        for frame, version in random.sample(frames, args.resolves):
-            writer.write(frame)
-            (size,) = _HEADER.unpack(await reader.readexactly(4))
-            answer = msgpack.unpackb(await reader.readexactly(size))
-            if answer.get("ok") is True and answer["result"]["version"] == version:
-                stats.ok += 1
+class _SidecarConnection(asyncio.Protocol):
+    """One storm connection: ``resolves`` sequential requests, each answer checked byte-exact.
+
+    A raw Protocol rather than streams: the client processes share the machine with the
+    server, so every microsecond they spend is one the server does not get.
+    """
+
+    def __init__(self, plan: list[tuple[bytes, bytes]], stats: Stats, done: asyncio.Future[None]):
+        self.plan = plan
+        self.stats = stats
+        self.done = done
+        self.buf = b""
+        self.step = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.plan[0][0])  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= 4:
+            end = 4 + _HEADER.unpack_from(self.buf)[0]
+            if len(self.buf) < end:
+                return
+            body, self.buf = self.buf[4:end], self.buf[end:]
+            prefix = self.plan[self.step][1]
+            # Everything but the trailing age_ms value must equal the expected answer.
+            if body.startswith(prefix) and len(body) - len(prefix) <= 9:
+                self.stats.ok += 1
             else:
-                stats.error(f"answer: {answer!r:.200}")
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        stats.error(f"io: {exc!r}")
-    finally:
-        writer.close()
+                self.stats.error(f"answer: {msgpack.unpackb(body)!r:.200}")
+            self.step += 1
+            assert self.transport is not None
+            if self.step == len(self.plan):
+                self.transport.close()
+                return
+            self.transport.write(self.plan[self.step][0])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.step < len(self.plan):
+            self.stats.error(f"closed after {self.step} answers: {exc!r}")
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _sidecar_client(
+    args: argparse.Namespace, frames: list[tuple[bytes, bytes]], stats: Stats
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    done: asyncio.Future[None] = loop.create_future()
+    plan = random.sample(frames, args.resolves)
+    deadline = started + _CONNECT_DEADLINE_S
+    delay = 0.005
+    while True:
+        try:
+            await loop.create_unix_connection(
+                lambda: _SidecarConnection(plan, stats, done), args.socket
+            )
+            break
+        except OSError as exc:
+            if exc.errno not in _RETRY_ERRNOS or time.monotonic() > deadline:
+                stats.error(f"connect: {exc}")
+                return
+            stats.connect_retries += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 0.2)
+    await done
     stats.latencies.append(time.monotonic() - started)
+
+
+def _expected_prefixes(socket_path: str, targets: list[list[Any]]) -> list[tuple[bytes, bytes]]:
+    """(request frame, expected answer minus its age) per target, asked once before the storm.
+
+    Raises RuntimeError when an answer is not the expected version.
+    """
+    import socket
+
+    out = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(socket_path)
+        for model, ref, version in targets:
+            frame = encode_frame({"op": "resolve", "model": model, "ref": ref})
+            sock.sendall(frame)
+            data = b""
+            while len(data) < 4 or len(data) < 4 + _HEADER.unpack_from(data)[0]:
+                data += sock.recv(65536)
+            body = data[4:]
+            answer = msgpack.unpackb(body)
+            if not answer.get("ok") or answer["result"]["version"] != version:
+                raise RuntimeError(f"{model}@{ref}: expected v{version}, got {answer!r:.200}")
+            age = msgpack.packb(answer["age_ms"])
+            if not body.endswith(age):
+                raise RuntimeError("age_ms is not the last value of the answer map")
+            out.append((frame, body[: -len(age)]))
+    return out
 
 
 async def _http_client(
@@ -122,10 +196,7 @@ async def _storm(args: argparse.Namespace) -> dict[str, Any]:
     targets: list[list[Any]] = json.loads(args.targets)
     stats = Stats()
     if args.socket:
-        frames = [
-            (encode_frame({"op": "resolve", "model": model, "ref": ref}), version)
-            for model, ref, version in targets
-        ]
+        frames = _expected_prefixes(args.socket, targets)
 
         def one() -> Any:
             return _sidecar_client(args, frames, stats)
