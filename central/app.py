@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -49,7 +50,13 @@ _UNMATCHED = "unmatched"
 
 
 def _error_response(exc: RegistryError) -> web.Response:
-    return web.json_response(error_body(exc), status=exc.status)
+    body = error_body(exc)
+    try:
+        text = json.dumps(body, ensure_ascii=False)
+    except (TypeError, ValueError):  # a detail that is not JSON: keep code and message only
+        log.error("unserialisable details in %r", exc)
+        text = json.dumps({"error": {"code": exc.code, "message": exc.message}})
+    return web.Response(text=text, status=exc.status, content_type="application/json")
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> RegistryError:

@@ -17,7 +17,7 @@ import pytest
 
 from central.appkeys import REGISTRY
 from central.auth import hash_secret
-from central.errors import CODES, HTTP_STATUS
+from central.errors import CODES, HTTP_STATUS, ModelNotFound
 from central.openapi import OPERATIONS, document
 from tests.central.conftest import SHA, Api, db_state
 from tests.central.test_auth_matrix import CASES as MATRIX
@@ -587,6 +587,20 @@ class TestErrors:
         )
         expected = (403, "permission_denied")
         assert expected == (status, _code(body))
+
+    async def test_unserialisable_details_still_answer(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An error whose details are not JSON still answers its code and message."""
+
+        async def odd(*args: Any, **kwargs: Any) -> Any:
+            raise ModelNotFound("no model 'x'", model=object())
+
+        monkeypatch.setattr(api.client.app[REGISTRY], "get_model", odd)
+        with caplog.at_level(logging.ERROR, logger="central.app"):
+            status, body = await api.call("GET", "/v1/models/x")
+        expected = (404, {"error": {"code": "model_not_found", "message": "no model 'x'"}})
+        assert expected == (status, body)
 
     async def test_unexpected_exception_is_generic_500(
         self, api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
