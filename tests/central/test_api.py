@@ -543,6 +543,26 @@ class TestServiceRoutes:
         assert expected == (served, {(op.method, op.path) for op in OPERATIONS})
         assert body == document()
 
+    def test_openapi_operations_are_well_formed(self) -> None:
+        """Operation ids are unique, path parameters are declared and bodies are known schemas."""
+        doc = document()
+        ops = [(path, op) for path, item in doc["paths"].items() for op in item.values()]
+        ids = [op["operationId"] for _, op in ops]
+        undeclared = [
+            (path, name)
+            for path, op in ops
+            for name in re.findall(r"{(\w+)}", path)
+            if name not in {p["name"] for p in op["parameters"] if p["in"] == "path"}
+        ]
+        refs = [
+            op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            for _, op in ops
+            if "requestBody" in op
+        ]
+        schemas = doc["components"]["schemas"]
+        expected = (len(ids), [], [])
+        assert expected == (len(set(ids)), undeclared, [r for r in refs if r not in schemas])
+
     async def test_docs_name_every_route_and_code(self) -> None:
         """docs/API.md documents every route and every error code with its status."""
         text = DOCS.read_text()
