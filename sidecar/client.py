@@ -455,6 +455,11 @@ class Client:
                             socket=str(self.socket_path),
                         ) from None
                     continue
+                except BaseException:
+                    # Interrupted mid-request (Ctrl-C…): its answer must not be read as the
+                    # answer to the next call on this connection.
+                    self._drop()
+                    raise
                 if answer.get("ok") is not True:
                     raise from_body(answer, 500)
                 return answer
@@ -559,6 +564,12 @@ class AsyncClient:
         self._generation += 1
         for writer in list(self._watch_writers):
             writer.close()
+
+    def _forget(self) -> None:
+        """Close the reused connection without waiting (usable while being cancelled)."""
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
 
     async def _drop(self) -> None:
         if self._conn is not None:
@@ -680,6 +691,11 @@ class AsyncClient:
                             socket=str(self.socket_path),
                         ) from None
                     continue
+                except BaseException:
+                    # Cancelled mid-request: its answer must not be read as the answer to the
+                    # next call on this connection.
+                    self._forget()
+                    raise
                 if answer.get("ok") is not True:
                     raise from_body(answer, 500)
                 return answer

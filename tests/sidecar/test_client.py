@@ -229,6 +229,22 @@ class TestAsyncClient:
             answers = await asyncio.gather(*(reg.resolve("fraud", ref) for ref in refs))
         assert refs == [answer.ref for answer in answers]
 
+    async def test_cancelled_call_does_not_leak_its_answer(
+        self, offline_sidecar: SidecarProc
+    ) -> None:
+        """A call cancelled while waiting leaves no stale answer for the next call."""
+        import asyncio
+
+        async with AsyncClient(offline_sidecar.socket) as reg:
+            revision = (await reg.status())["revision"]
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    reg.resolve("fraud", "canary", min_revision=revision + 100, wait_ms=2000),
+                    0.2,
+                )
+            resolved = await reg.resolve("fraud", "production")
+        assert (1, "production") == (resolved.version, resolved.ref)
+
     async def test_missing_socket(self) -> None:
         """No socket: Unavailable after the deadline."""
         path = short_dir() / "absent.sock"
