@@ -205,11 +205,17 @@ async def restore_db(binary: str, url: str, target: Path, env: Mapping[str, str]
     """
     partial = target.with_name(target.name + ".restoring")
     _remove_db_files(partial)
-    code, out = await _run(
-        [binary, "restore", "-if-replica-exists", "-o", str(partial), url],
-        env,
-        RESTORE_TIMEOUT_S,
-    )
+    try:
+        code, out = await _run(
+            [binary, "restore", "-if-replica-exists", "-o", str(partial), url],
+            env,
+            RESTORE_TIMEOUT_S,
+        )
+    except TimeoutError:
+        _remove_db_files(partial)
+        raise ReplicationError(
+            f"cannot restore {url}: no answer within {RESTORE_TIMEOUT_S:.0f} s"
+        ) from None
     if code != 0:
         _remove_db_files(partial)
         raise ReplicationError(f"cannot restore {url}: {out or f'exit code {code}'}")
@@ -250,6 +256,14 @@ async def check_not_stale(
         if not await restore_db(binary, replica_url(config.replica_url, "registry"), probe, env):
             return None
         local, replica = _revision(local_path), _revision(probe)
+    except ReplicationError as exc:
+        if not config.force:
+            raise ReplicationError(
+                f"{exc}; cannot check whether the local database is stale "
+                "(--force starts without the check)"
+            ) from None
+        log.warning("--force: skipping the stale check: %s", exc)
+        return None
     finally:
         _remove_db_files(probe)
     if replica > local:
@@ -276,14 +290,17 @@ async def restore_ctx(app: web.Application) -> AsyncIterator[None]:
     env = litestream_env(os.environ)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     lease = lease_for(config.replica_url, config.data_dir, os.environ)
+    reachable = True
     try:
         await lease.acquire(force=config.force)
     except LeaseHeld as exc:
         raise ReplicationError(str(exc)) from None
     except OSError as exc:
-        raise ReplicationError(
-            f"cannot reach the replica {config.replica_url} to take its writer lease: {exc}"
-        ) from None
+        message = f"cannot reach the replica {config.replica_url} to take its writer lease: {exc}"
+        if not config.force:
+            raise ReplicationError(message + " (--force starts without the lease)") from None
+        log.warning("--force: %s; starting without it", message)
+        reachable = False
     app[_LEASE] = lease
     try:
         for name in DB_NAMES:
@@ -293,9 +310,12 @@ async def restore_ctx(app: web.Application) -> AsyncIterator[None]:
             url = replica_url(config.replica_url, name)
             if await restore_db(binary, url, path, env):
                 log.info("restored %s from %s", path, url)
-        positions = await check_not_stale(config, binary, env)
-        if positions is not None:
-            log.info("local revision %d, replica revision %d", *positions)
+        if reachable:
+            positions = await check_not_stale(config, binary, env)
+            if positions is not None:
+                log.info("local revision %d, replica revision %d", *positions)
+        else:
+            log.warning("--force: the replica is unreachable; skipping the stale check")
     except BaseException:
         await lease.release()
         raise

@@ -126,6 +126,30 @@ class TestObjectStoreOutage:
         finally:
             assert 0 == central.stop()
 
+    @pytest.mark.slow
+    def test_restart_while_store_is_down_needs_force(self, moto: MotoProc, tmp_path: Path) -> None:
+        """With S3 unreachable a restart is refused (no lease, no stale check) unless forced."""
+        url = s3_replica_url(moto)
+        data = tmp_path / "central"
+        central = start_central(data, url)
+        burst(CentralClient(central.url, central.admin_token), "before", 1)
+        assert 0 == central.stop()
+        moto.stop()
+        with pytest.raises(RuntimeError, match="writer lease"):
+            start_central(data, url)
+        forced = start_central(data, url, extra_args=["--force"])
+        try:
+            last = burst(CentralClient(forced.url, forced.admin_token), "during", 2)
+            moto.start_again()
+            wait_for(
+                lambda: replica_revision(url, tmp_path / "probe") == last,
+                timeout=30,
+                interval=0.3,
+                what=f"the replica to reach revision {last}",
+            )
+        finally:
+            assert 0 == forced.stop()
+
 
 class TestNothingSecretReplicated:
     def test_registry_replica_holds_no_token_or_hash(
