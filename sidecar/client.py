@@ -136,9 +136,10 @@ class ResolvedModel:
     size: int | None
     format: str
     lineage: Lineage
-    params: Mapping[str, Any]
-    metrics: Mapping[str, Any]
-    tags: Mapping[str, Any]
+    # Read-only views; left out of hash() (mappings are unhashable) but compared by ==.
+    params: Mapping[str, Any] = field(hash=False)
+    metrics: Mapping[str, Any] = field(hash=False)
+    tags: Mapping[str, Any] = field(hash=False)
     aliases: tuple[str, ...]
     description: str
     created_by: str

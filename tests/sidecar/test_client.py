@@ -91,6 +91,15 @@ class TestResolve:
         with pytest.raises(TypeError):
             resolved.tags["x"] = "y"  # type: ignore[index]
 
+    def test_records_compare_and_hash(self, client: Client) -> None:
+        """Two answers for the same version at the same revision are equal and hash alike."""
+        first = client.resolve("fraud", "production")
+        second = client.resolve("fraud", "production")
+        # age_ms may differ between the two answers: compare everything else.
+        second = dataclasses.replace(second, age_ms=first.age_ms)
+        assert first == second
+        assert 1 == len({first, second})
+
     def test_status_ping_get_list(self, client: Client) -> None:
         """status, ping, get and list answer through the same connection."""
         status = client.status()

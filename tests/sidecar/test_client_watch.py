@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from central.client import CentralClient
-from central.errors import AliasNotFound, Timeout
+from central.errors import AliasNotFound, Timeout, Unavailable
 from central.records import now
 from sidecar.client import AsyncClient, Client, ResolvedModel
 from tests.procs import CentralProc
@@ -167,6 +167,20 @@ class TestWatchLocalCopy:
             watcher.stop()
             sidecar.stop()
 
+    @pytest.mark.slow
+    def test_reconnect_deadline_ends_the_watch(self, seeded: tuple[Path, Path]) -> None:
+        """With reconnect_deadline_s, a sidecar that stays away ends the watch: Unavailable."""
+        sock_dir, _ = seeded
+        sidecar = start_sidecar((sock_dir / "no-replica").as_uri(), sock_dir=sock_dir)
+        with Client(sidecar.socket, connect_deadline_s=0.1) as reg:
+            stream = reg.watch("fraud", "production", reconnect_deadline_s=0.5)
+            try:
+                assert 1 == next(stream).version
+            finally:
+                sidecar.stop()
+            with pytest.raises(Unavailable):
+                next(stream)
+
     def test_watch_of_a_missing_alias_raises(self, copy_sidecar: tuple[SidecarProc, Path]) -> None:
         """Watching an alias that does not exist raises AliasNotFound."""
         sidecar, _ = copy_sidecar
@@ -185,6 +199,18 @@ class TestWatchLocalCopy:
             second = await asyncio.wait_for(anext(stream), CHANGE_DEADLINE_S)
             await stream.aclose()
         assert (1, 2) == (first.version, second.version)
+
+    async def test_aclose_ends_an_async_watch(self, copy_sidecar: tuple[SidecarProc, Path]) -> None:
+        """AsyncClient.aclose() ends a watch that is waiting for a change."""
+        sidecar, _ = copy_sidecar
+        reg = AsyncClient(sidecar.socket)
+        stream = reg.watch("fraud", "production")
+        assert 1 == (await asyncio.wait_for(anext(stream), CHANGE_DEADLINE_S)).version
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)  # let it reach the read
+        await reg.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, CHANGE_DEADLINE_S)
 
 
 @pytest.mark.slow
