@@ -766,6 +766,16 @@ class TestRollback:
             reg, lambda: reg.rollback_alias("dep", "fraud", "production"), errors.NothingToRollBack
         )
 
+    async def test_rolled_back_version_is_not_a_target_again(self, reg: Registry) -> None:
+        """A version rolled back from is off the alias's stack: later rollbacks skip it."""
+        await seeded(reg, versions=4, approve=(1, 2, 3, 4))
+        for n in (1, 2, 3):
+            await reg.set_alias("dep", "fraud", "production", n)
+        await reg.rollback_alias("dep", "fraud", "production")
+        await reg.set_alias("dep", "fraud", "production", 4)
+        move = await reg.rollback_alias("dep", "fraud", "production")
+        assert (4, 2) == (move["from_version"], move["to_version"])
+
     async def test_skips_targets_no_longer_approved(self, reg: Registry) -> None:
         """Earlier targets that are not approved (or archived) are skipped."""
         await seeded(reg, versions=4, approve=(1, 4))
