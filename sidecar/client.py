@@ -215,15 +215,31 @@ def _check_path(path: Path) -> str:
     return text
 
 
+#: Encoded plain resolve requests by (model, ref): serving code asks the same few again and
+#: again. Bounded; emptied when full.
+_FRAMES: dict[tuple[str, str], bytes] = {}
+_FRAMES_MAX = 4096
+
+
 def _resolve_request(
     model: str, ref: str | int, min_revision: int | None, wait_ms: int | None
-) -> dict[str, Any]:
-    request: dict[str, Any] = {"op": "resolve", "model": model, "ref": str(ref)}
+) -> bytes:
+    """The encoded resolve request frame."""
+    ref = str(ref)
+    if min_revision is None and wait_ms is None:
+        frame = _FRAMES.get((model, ref))
+        if frame is None:
+            if len(_FRAMES) >= _FRAMES_MAX:
+                _FRAMES.clear()
+            frame = encode_frame({"op": "resolve", "model": model, "ref": ref})
+            _FRAMES[(model, ref)] = frame
+        return frame
+    request: dict[str, Any] = {"op": "resolve", "model": model, "ref": ref}
     if min_revision is not None:
         request["min_revision"] = min_revision
     if wait_ms is not None:
         request["wait_ms"] = wait_ms
-    return request
+    return encode_frame(request)
 
 
 class _Backoff:
@@ -423,8 +439,8 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
-        frame = encode_frame(request)
+    def _call(self, request: Mapping[str, Any] | bytes, extra_s: float = 0.0) -> dict[str, Any]:
+        frame = request if isinstance(request, bytes) else encode_frame(request)
         with self._lock:
             for attempt in (1, 2):
                 fresh = self._sock is None
@@ -659,10 +675,12 @@ class AsyncClient:
                 writer.close()
             await asyncio.sleep(backoff.next_delay() or 0.0)
 
-    async def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
+    async def _call(
+        self, request: Mapping[str, Any] | bytes, extra_s: float = 0.0
+    ) -> dict[str, Any]:
         if self._lock is None:
             self._lock = asyncio.Lock()
-        frame = encode_frame(request)
+        frame = request if isinstance(request, bytes) else encode_frame(request)
         async with self._lock:
             for attempt in (1, 2):
                 fresh = self._conn is None
