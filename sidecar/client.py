@@ -47,6 +47,7 @@ from typing import Any, Self
 import msgpack
 
 from central.errors import InvalidRequest, RegistryError, Unavailable, from_body
+from sidecar import config as sidecar_config
 from sidecar.protocol import MAX_RESPONSE_BYTES, encode_frame
 
 __all__ = [
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 #: Where ``reg sidecar run`` listens by default (relative to the working directory).
-DEFAULT_SOCKET_PATH = ".reg/sidecar.sock"
+DEFAULT_SOCKET_PATH = sidecar_config.DEFAULT_SOCKET_PATH
 #: Seconds to wait for one answer (``wait_ms`` of a ``min_revision`` resolve comes on top).
 DEFAULT_TIMEOUT_S = 5.0
 #: Seconds to keep retrying a missing, refusing or busy socket before raising ``Unavailable``.
