@@ -20,6 +20,7 @@ from central.records import parse_time
 
 __all__ = [
     "MAX_ACTOR_LEN",
+    "MAX_DEPTH",
     "MAX_DESCRIPTION_LEN",
     "MAX_JSON_BYTES",
     "MAX_LIMIT",
@@ -67,8 +68,11 @@ MAX_JSON_BYTES = 64 * 1024
 MAX_TAGS = 100
 MAX_TAG_KEY_LEN = 128
 MAX_LIMIT = 1000
-#: Largest integer SQLite stores (version numbers, sizes).
+#: Deepest nesting of a JSON argument (params).
+MAX_DEPTH = 32
+#: Integer range SQLite (and msgpack, signed) stores.
 _MAX_INT = 2**63 - 1
+_MIN_INT = -(2**63)
 
 
 def model_name(value: Any, field: str = "name") -> str:
@@ -115,8 +119,11 @@ def uri(value: Any, field: str = "artifact_uri") -> str:
             + ", ".join(sorted(URI_SCHEMES)),
             field=field,
         )
-    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):
-        raise InvalidURI(f"invalid {field}: control characters are not allowed", field=field)
+    if any(ord(ch) < 0x20 or ch == "\x7f" or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise InvalidURI(
+            f"invalid {field}: control characters and lone surrogates are not allowed",
+            field=field,
+        )
     return value
 
 
@@ -124,6 +131,7 @@ def actor(value: Any) -> str:
     """The acting token's name: a non-empty string."""
     if not isinstance(value, str) or not value or len(value) > MAX_ACTOR_LEN:
         raise InvalidField(f"invalid actor {_show(value)}", field="actor")
+    _utf8(value, "actor")
     return value
 
 
@@ -135,6 +143,7 @@ def text(value: Any, field: str, max_len: int = MAX_TEXT_LEN) -> str:
         raise InvalidField(f"{field} is longer than {max_len} characters", field=field)
     if "\x00" in value:
         raise InvalidField(f"{field} must not contain NUL characters", field=field)
+    _utf8(value, field)
     return value
 
 
@@ -175,15 +184,49 @@ def _object(value: Any, field: str) -> dict[str, Any]:
                 f"{field} keys must be non-empty strings of at most {MAX_TAG_KEY_LEN} chars",
                 field=field,
             )
-    try:
-        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError):
-        raise InvalidField(f"{field} must hold only JSON values", field=field) from None
+    _check_json(value, field, 0)
+    encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
     if len(encoded.encode()) > MAX_JSON_BYTES:
         raise InvalidField(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
     # A JSON round trip gives plain dict/list/str/number values (no tuples, no subclasses).
     result: dict[str, Any] = json.loads(encoded)
     return result
+
+
+def _check_json(value: Any, field: str, depth: int) -> None:
+    """Only JSON values every consumer can carry: UTF-8 strings, 64-bit integers, finite
+    floats, and at most :data:`MAX_DEPTH` levels (the sidecar re-encodes records as msgpack)."""
+    if depth > MAX_DEPTH:
+        raise InvalidField(f"{field} is nested deeper than {MAX_DEPTH} levels", field=field)
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _utf8(value, field)
+    elif isinstance(value, int):
+        if not _MIN_INT <= value <= _MAX_INT:
+            raise InvalidField(f"{field} holds an integer outside 64 bits", field=field)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidField(f"{field} holds NaN or infinity", field=field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidField(f"{field} keys must be strings", field=field)
+            _utf8(key, field)
+            _check_json(item, field, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, field, depth + 1)
+    else:
+        raise InvalidField(f"{field} must hold only JSON values", field=field)
+
+
+def _utf8(value: str, field: str) -> None:
+    """Refuse strings SQLite cannot store (lone surrogates, from JSON ``\\ud800`` escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(f"{field} is not valid UTF-8 text", field=field) from None
 
 
 def tags(value: Any, field: str = "tags") -> dict[str, str]:

@@ -21,6 +21,20 @@ SHA2 = "b" * 64
 SHA3 = "c" * 64
 
 
+def _nested(depth: int) -> list[object]:
+    top: list[object] = []
+    inner = top
+    for _ in range(depth):
+        deeper: list[object] = []
+        inner.append(deeper)
+        inner = deeper
+    return top
+
+
+#: Deeper than any consumer should have to decode (and than Python's JSON encoder can).
+DEEP = _nested(5000)
+
+
 def snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every registry table but the heartbeat, read from the file itself."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -194,9 +208,10 @@ class TestModels:
         )
         assert field == exc.details["field"]
 
-    async def test_invalid_actor(self, reg: Registry) -> None:
-        """An empty actor is refused."""
-        await unchanged(reg, lambda: reg.create_model("", "fraud"), errors.InvalidField)
+    @pytest.mark.parametrize("actor", ["", None, "\ud800", "x" * 129])
+    async def test_invalid_actor(self, reg: Registry, actor: Any) -> None:
+        """An empty, missing, overlong or non-UTF-8 actor is refused."""
+        await unchanged(reg, lambda: reg.create_model(actor, "fraud"), errors.InvalidField)
 
     async def test_update_changes_only_given_fields(self, reg: Registry) -> None:
         """update_model changes the given fields, keeps the others, bumps updated_at."""
@@ -339,6 +354,13 @@ class TestRegisterVersion:
             ({"format": "x" * 65}, errors.InvalidField, "format"),
             ({"idempotency_key": ""}, errors.InvalidField, "idempotency_key"),
             ({"colour": "red"}, errors.InvalidField, "colour"),
+            ({"description": "\ud800"}, errors.InvalidField, "description"),
+            ({"tags": {"\udfff": "v"}}, errors.InvalidField, "tags"),
+            ({"params": {"big": 2**64}}, errors.InvalidField, "params"),
+            ({"params": {"deep": DEEP}}, errors.InvalidField, "params"),
+            ({"params": {"t": (1, 2)}}, errors.InvalidField, "params"),
+            ({"artifact_uri": "s3://x/\ud800"}, errors.InvalidURI, "artifact_uri"),
+            ({"artifact_uri": "s3://x/a\nb"}, errors.InvalidURI, "artifact_uri"),
         ],
     )
     async def test_bad_input_changes_nothing(
