@@ -354,6 +354,7 @@ class Auth:
 
         await self._run(insert)
         self._by_hash[hash_secret(secret)] = token
+        log.info("token %r (role %s, models %s) created by %r", name, role, list(globs), actor)
         return token, secret
 
     async def tokens(self) -> list[Token]:
@@ -387,6 +388,7 @@ class Auth:
         digest = await self._run(delete)
         token = self._by_hash.pop(digest)
         self._touched.pop(name, None)
+        log.info("token %r revoked by %r", name, actor.name)
         return token
 
 
