@@ -125,6 +125,8 @@ class Follower:
         )
         if not self.data_dir.exists():
             self.data_dir.mkdir(mode=0o750, parents=True)
+        for scratch in self.data_dir.glob(".load-*.db"):  # left by a load cut short by a crash
+            scratch.unlink(missing_ok=True)
         copies = self._local_copies()
         self._next_number = max((c.number for c in copies), default=0) + 1
         for copy in sorted(copies, key=lambda c: c.number, reverse=True):

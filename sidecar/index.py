@@ -12,12 +12,18 @@ Answers are stored as :func:`sidecar.protocol.ok_prefix` bytes (``ok``, ``result
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgpack
 
 from central.errors import (
     AliasNotFound,
@@ -27,8 +33,14 @@ from central.errors import (
     Unavailable,
     VersionNotFound,
 )
-from central.records import TIME_FORMAT, VERSION_SELECT, model_record, version_record
-from sidecar.protocol import ok_prefix, pack
+from central.records import (
+    TIME_FORMAT,
+    VERSION_COLUMNS,
+    VERSION_SELECT,
+    model_record,
+    version_record,
+)
+from sidecar.protocol import _AGE_KEY, _OK_RESULT, _REVISION_KEY, ok_prefix, pack
 
 __all__ = ["Head", "Index", "IndexError_", "load", "read_head"]
 
@@ -129,85 +141,148 @@ def read_head(path: Path) -> Head:
         conn.close()
 
 
-def _read(conn: sqlite3.Connection) -> tuple[Head, list[Any], list[Any], list[Any]]:
-    conn.execute("BEGIN")  # one consistent snapshot for all the reads below
-    try:
-        head = _head(conn)
-        conn.row_factory = sqlite3.Row
-        models = conn.execute("SELECT * FROM models ORDER BY name").fetchall()
-        conn.row_factory = None
-        aliases = conn.execute(
-            "SELECT m.name, a.name, a.version FROM aliases a JOIN models m ON m.id = a.model_id"
-        ).fetchall()
-        versions = conn.execute(
-            VERSION_SELECT + " FROM versions v JOIN models m ON m.id = v.model_id"
-            " ORDER BY m.name, v.version"
-        ).fetchall()
-    finally:
-        conn.execute("COMMIT")
-    return head, models, aliases, versions
+#: Positions of the JSON columns in a :data:`VERSION_SELECT` row.
+_JSON_COLUMNS = tuple(VERSION_COLUMNS.index(c) for c in ("v.params", "v.metrics", "v.tags"))
+_JSON_KEYS = ("params", "metrics", "tags")
+_JSON_FIRST, _JSON_END = _JSON_COLUMNS[0], _JSON_COLUMNS[-1] + 1
+assert tuple(range(_JSON_FIRST, _JSON_END)) == _JSON_COLUMNS, "JSON columns must be adjacent"
+_BLANK_JSON = ("",) * len(_JSON_COLUMNS)
+_REF_KEY = pack("ref")
+#: Length of a packed empty string, the placeholder ref every record body is cut before.
+_CUT = len(_REF_KEY) + len(pack(""))
+
+
+class _JsonObjects:
+    """``json.loads`` of the JSON-object columns, memoised by text for one load.
+
+    Many versions carry identical params, metrics or tags (``{}`` above all), so decoding
+    each distinct text once is most of the load time saved. Same rules as
+    ``central.records``: anything but a JSON object reads as ``{}``. The decoded objects are
+    shared between records and never mutated (they are only packed).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, text: str | None) -> dict[str, Any]:
+        if not text:
+            return {}
+        found = self._seen.get(text)
+        if found is None:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
+            found = value if isinstance(value, dict) else {}
+            self._seen[text] = found
+        return found
 
 
 def load(path: Path) -> Index:
     """Read the whole copy at ``path`` into a new :class:`Index`.
 
-    CPU-bound (a few seconds for a million versions): call it in a worker thread. Raises
+    CPU-bound (about a second per 100k versions): call it in a worker thread. The connection
+    stays open only while the rows are read, inside one read transaction. Raises
     :class:`IndexError_` as :func:`read_head` does.
     """
     started = time.perf_counter()
+    # Copy the file with SQLite's backup API (a consistent snapshot, page copies only) into a
+    # private scratch file beside it, and close it at once: the followed file is held for
+    # milliseconds, not for the whole load, so litestream's apply is never kept waiting. A
+    # file rather than ":memory:" keeps the snapshot out of the process's RSS.
     conn = _connect(path)
+    fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
+    os.close(fd)
+    snapshot = sqlite3.connect(scratch, isolation_level=None)
     try:
-        head, model_rows, alias_rows, version_rows = _read(conn)
+        snapshot.execute("PRAGMA journal_mode=OFF")
+        snapshot.execute("PRAGMA synchronous=OFF")
+        try:
+            conn.backup(snapshot)
+        finally:
+            conn.close()
+        head = _head(snapshot)
+        snapshot.row_factory = sqlite3.Row
+        model_rows = snapshot.execute("SELECT * FROM models ORDER BY name").fetchall()
+        snapshot.row_factory = None
+        alias_rows = snapshot.execute(
+            "SELECT m.name, a.name, a.version FROM aliases a JOIN models m ON m.id = a.model_id"
+        ).fetchall()
+        latest_rows = snapshot.execute(
+            "SELECT m.name, MAX(v.version) FROM versions v JOIN models m ON m.id = v.model_id"
+            " WHERE v.status != 'archived' GROUP BY m.name"
+        ).fetchall()
+        # Streamed, not fetchall(): only one batch of rows is alive at a time.
+        version_rows = snapshot.execute(
+            VERSION_SELECT + " FROM versions v JOIN models m ON m.id = v.model_id"
+            " ORDER BY m.name, v.version"
+        )
+        return _build(path, started, head, model_rows, alias_rows, latest_rows, version_rows)
     except sqlite3.Error as exc:
         raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
     finally:
-        conn.close()
-    revision = head.revision
+        snapshot.close()
+        Path(scratch).unlink(missing_ok=True)
 
-    # model -> {alias: version}, and (model, version) -> [aliases]
+
+def _build(
+    path: Path,
+    started: float,
+    head: Head,
+    model_rows: list[Any],
+    alias_rows: list[Any],
+    latest_rows: list[Any],
+    version_rows: Iterable[Any],
+) -> Index:
+    revision = head.revision
+    tail = _REVISION_KEY + pack(revision) + _AGE_KEY
+
+    # One str object per model name, shared by every key of that model.
+    names: dict[str, str] = {row["name"]: row["name"] for row in model_rows}
+    # model -> {alias: version}; (model, version) -> the extra refs naming it
     by_model: dict[str, dict[str, int]] = {}
-    by_version: dict[tuple[str, int], list[str]] = {}
+    extra_refs: dict[tuple[str, int], list[str]] = {}
     for model, alias, version in alias_rows:
         by_model.setdefault(model, {})[alias] = version
-        by_version.setdefault((model, version), []).append(alias)
+        extra_refs.setdefault((model, version), []).append(alias)
+    latest_number = dict(latest_rows)
+    for model, version in latest_rows:
+        extra_refs.setdefault((model, version), []).append("latest")
+    latest_records: dict[str, dict[str, Any]] = {}
 
-    ref_key = pack("ref")
+    decode = _JsonObjects()
+    packer = msgpack.Packer(use_bin_type=True)  # one per load: Packer is not thread-safe
+    pack_ = packer.pack
     resolve: dict[tuple[str, str], bytes] = {}
-    # model -> (version number, record body without its map header) of the latest version
-    latest: dict[str, tuple[int, dict[str, Any]]] = {}
-    records: dict[tuple[str, int], bytes] = {}
-    # Each record is packed once, with "ref" as its last key, so the same body serves every
-    # ref that names it: body + "ref" key + the ref.
-    cut = len(ref_key) + len(pack(""))
+    versions = 0
     for row in version_rows:
-        model, number = row[0], row[1]
-        record = version_record(row, by_version.get((model, number), ()))
+        versions += 1
+        model = names.get(row[0], row[0])
+        number = row[1]
+        refs = extra_refs.get((model, number))
+        aliases = [r for r in refs if r != "latest"] if refs else ()
+        # JSON columns blanked (-> {}) and decoded below through the memo
+        record = version_record(row[:_JSON_FIRST] + _BLANK_JSON + row[_JSON_END:], aliases)
+        for key, column in zip(_JSON_KEYS, _JSON_COLUMNS, strict=True):
+            record[key] = decode(row[column])
+        if latest_number.get(model) == number:
+            latest_records[model] = dict(record)
+        # Pack once with "ref" last; every ref naming this version reuses the same body.
         record["ref"] = ""
-        body = pack(record)[:-cut]
-        del record["ref"]
-        records[(model, number)] = body
-        if record["status"] != "archived":
-            latest[model] = (number, record)
+        head_body = _OK_RESULT + pack_(record)[:-_CUT] + _REF_KEY
         ref = str(number)
-        resolve[(model, ref)] = ok_prefix(body + ref_key + pack(ref), revision)
-    for model, aliases in by_model.items():
-        for alias, number in aliases.items():
-            target = records.get((model, number))
-            if target is not None:
-                resolve[(model, alias)] = ok_prefix(target + ref_key + pack(alias), revision)
-    for model, (number, _) in latest.items():
-        resolve[(model, "latest")] = ok_prefix(
-            records[(model, number)] + ref_key + pack("latest"), revision
-        )
+        resolve[(model, ref)] = head_body + pack_(ref) + tail
+        if refs:
+            for ref in refs:
+                resolve[(model, ref)] = head_body + pack_(ref) + tail
 
     get: dict[str, bytes] = {}
     items: list[dict[str, Any]] = []
     for row in model_rows:
         name = row["name"]
-        newest = latest.get(name)
-        record = model_record(row, by_model.get(name, {}), newest[1] if newest else None)
+        record = model_record(row, by_model.get(name, {}), latest_records.get(name))
         items.append(record)
-        get[name] = ok_prefix(pack(record), revision)
+        get[names[name]] = ok_prefix(pack(record), revision)
     list_prefix = ok_prefix(pack({"items": items}), revision)
 
     return Index(
@@ -217,7 +292,7 @@ def load(path: Path) -> Index:
         get=get,
         list_prefix=list_prefix,
         models=len(model_rows),
-        versions=len(version_rows),
+        versions=versions,
         loaded_at=time.time(),
         load_ms=(time.perf_counter() - started) * 1000,
         path=str(path),
