@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import boto3
+import boto3  # type: ignore[import-untyped]
 
 from central.client import CentralClient
 from tests.conftest import BUCKET, s3_replica_url
