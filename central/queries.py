@@ -94,8 +94,18 @@ def _page(items: list[Any], limit: int, kind: str, position: Any) -> Page:
 
 
 def _int_position(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
         raise InvalidField("invalid page_token", field="page_token")
+    return value
+
+
+def _str_position(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidField("invalid page_token", field="page_token")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField("invalid page_token", field="page_token") from None
     return value
 
 
@@ -235,9 +245,7 @@ def list_models(
     conn: sqlite3.Connection, prefix: str | None, limit: int, page_token: str | None
 ) -> Page:
     """Model records in name order, optionally only names starting with ``prefix``."""
-    after = "" if page_token is None else decode_token("models", page_token)
-    if not isinstance(after, str):
-        raise InvalidField("invalid page_token", field="page_token")
+    after = "" if page_token is None else _str_position(decode_token("models", page_token))
     sql = f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models WHERE name > ?"
     args: list[Any] = [after]
     if prefix:
@@ -301,10 +309,10 @@ def search_versions(
     args: list[Any] = []
     if page_token is not None:
         position = decode_token("search", page_token)
-        if not isinstance(position, list) or len(position) != 2 or not isinstance(position[0], str):
+        if not isinstance(position, list) or len(position) != 2:
             raise InvalidField("invalid page_token", field="page_token")
         sql += " AND (m.name, v.version) > (?, ?)"
-        args += [position[0], _int_position(position[1])]
+        args += [_str_position(position[0]), _int_position(position[1])]
     if model is not None:
         sql += " AND m.name = ?"
         args.append(model)

@@ -76,7 +76,11 @@ class Registry:
         Raises :class:`central.schema.SchemaTooNew` for a database of a newer release.
         """
         await self.store.open()
-        await self.heartbeat()
+        try:
+            await self.heartbeat()
+        except BaseException:
+            await self.store.close()
+            raise
 
     async def close(self) -> None:
         """Finish queued writes and close the database (never checkpoints)."""
@@ -396,13 +400,13 @@ class Registry:
 
     async def events(self, after: int = 0, limit: int = 100, page_token: str | None = None) -> Page:
         """Events after revision ``after`` (or after ``page_token``), in revision order."""
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise InvalidField("after must be an integer ≥ 0", field="after")
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63:
+            raise InvalidField("after must be a revision number (an integer ≥ 0)", field="after")
         if page_token is not None:
             position = queries.decode_token("events", page_token)
-            if isinstance(position, bool) or not isinstance(position, int):
+            if isinstance(position, bool) or not isinstance(position, int) or position < 0:
                 raise InvalidField("invalid page_token", field="page_token")
-            after = max(after, position)
+            after = min(max(after, position), 2**63 - 1)
         return await self.store.read(partial(queries.events, after=after, limit=v.limit(limit)))
 
     async def verify_audit(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 
 from central import errors
 from central.config import CentralConfig
+from central.queries import encode_token
 from central.registry import UNSET, Registry
 from central.schema import MIGRATIONS, SchemaTooNew
 
@@ -258,12 +259,43 @@ class TestModels:
             await reg.list_models(limit=limit)
         assert "limit" == info.value.details["field"]
 
-    @pytest.mark.parametrize("token", ["garbage!", "", "eyJrIjoiZXZlbnRzIiwicCI6Mn0", 5])
+    @pytest.mark.parametrize(
+        "token",
+        [
+            "garbage!",
+            "",
+            5,
+            encode_token("events", 2),
+            encode_token("models", 7),
+            encode_token("models", "\ud800"),
+        ],
+    )
     async def test_bad_page_token(self, reg: Registry, token: Any) -> None:
         """A malformed page token, or one of another list, raises InvalidField(page_token)."""
         with pytest.raises(errors.InvalidField) as info:
             await reg.list_models(page_token=token)
         assert "page_token" == info.value.details["field"]
+
+    @pytest.mark.parametrize(
+        "token",
+        [
+            encode_token("versions", 2**70),
+            encode_token("versions", -1),
+            encode_token("versions", "3"),
+            encode_token("search", ["fraud", 2**64]),
+            encode_token("search", ["\udfff", 1]),
+            encode_token("search", "fraud"),
+        ],
+    )
+    async def test_forged_page_tokens(self, reg: Registry, token: str) -> None:
+        """Well-encoded tokens with impossible positions raise InvalidField, not a crash."""
+        await reg.create_model("alice", "fraud")
+        with pytest.raises(errors.InvalidField):
+            await reg.list_versions("fraud", page_token=token)
+        with pytest.raises(errors.InvalidField):
+            await reg.search_versions(page_token=token)
+        with pytest.raises(errors.InvalidField):
+            await reg.events(page_token=token)
 
 
 class TestRegisterVersion:
@@ -984,7 +1016,7 @@ class TestEvents:
         assert [3, 4] == [e["revision"] for e in first["items"]]
         rest = await reg.events(page_token=first["next_page_token"], limit=10)
         assert ([5, 6], None) == ([e["revision"] for e in rest["items"]], rest["next_page_token"])
-        for bad in (-1, "3", True):
+        for bad in (-1, "3", True, 2**63):
             with pytest.raises(errors.InvalidField):
                 await reg.events(after=bad)
 
