@@ -148,17 +148,22 @@ class Child:
         """The exit code if the process has ended, else None."""
         return None if self.proc is None else self.proc.poll()
 
-    def stop(self) -> int | None:
-        """SIGTERM, wait up to ``stop_timeout_s``, then SIGKILL; returns the exit code."""
+    def stop(self, hurry: threading.Event | None = None) -> int | None:
+        """SIGTERM, wait up to ``stop_timeout_s`` (less if ``hurry`` gets set), then SIGKILL.
+
+        Returns the exit code.
+        """
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            deadline = time.monotonic() + self.stop_timeout_s
+            while self.proc.poll() is None:
+                if time.monotonic() > deadline or (hurry is not None and hurry.is_set()):
+                    self.proc.kill()
+                    break
+                time.sleep(_POLL_S)
+            self.proc.wait()
         return self.proc.returncode
 
     def log_tail(self) -> str:
@@ -238,13 +243,19 @@ class Stopping(Exception):
 
 
 class Signals:
-    """SIGINT/SIGTERM/SIGHUP set a flag instead of raising; restored on exit."""
+    """SIGINT/SIGTERM/SIGHUP set a flag instead of raising; restored on exit.
+
+    The first signal sets :attr:`event` (stop in order); a second one sets :attr:`hurry`
+    (do not wait for the children's graceful stop: kill them).
+    """
 
     _NAMES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.hurry = threading.Event()
         self.received: int | None = None
+        self.count = 0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Signals:
@@ -257,6 +268,9 @@ class Signals:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count > 1:
+            self.hurry.set()
         self.received = signum
         self.event.set()
 
@@ -443,9 +457,11 @@ def run_stack(
             (warn or say)(f"error: {exc}")
             exit_code = EXIT_UNAVAILABLE
         finally:
+            if any(child.exited() is None for child in (sidecar, central) if child.proc):
+                say("(Ctrl-C again to kill them at once)")
             for child in (sidecar, central):
                 if child.proc is not None:
-                    code = child.stop()
+                    code = child.stop(signals.hurry)
                     say(f"stopped {child.name} (pid {child.pid}, exit code {code})")
             lock.close()
     if exit_code == 0:
