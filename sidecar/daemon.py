@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable, Mapping
 
 from sidecar.config import SidecarConfig
@@ -19,6 +20,8 @@ from sidecar.server import SocketServer
 from sidecar.state import Node
 
 __all__ = ["run"]
+
+_SWITCH_INTERVAL_S = 0.0005
 
 
 def _gauges(metrics: Metrics, node: Node) -> None:
@@ -60,6 +63,9 @@ async def run(
     Raises ``central.replication.ReplicationError`` (litestream missing) or
     :class:`sidecar.server.SocketInUse` before serving anything.
     """
+    # A full index load runs in a worker thread: a short GIL switch interval bounds how long a
+    # lookup can wait behind it (default 5 ms).
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     metrics = Metrics()
     node = Node(metrics, config.stale_after_s, describe_source=config.follow_url)
     _gauges(metrics, node)

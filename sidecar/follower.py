@@ -11,8 +11,9 @@ Life cycle, one loop every ``poll`` seconds:
   mode on an existing copy after any write since the replica's last snapshot (DESIGN.md,
   "Known pitfalls"), so a copy is never re-followed: a restart always restores a new file.
 * **Follow**: when the active copy's ``-txid`` changes, its revision and heartbeat are read
-  through a short read-only connection; only when the revision moved is the whole copy loaded
-  (in a worker thread) and swapped in. A heartbeat alone only refreshes the age.
+  through a short read-only connection; only when the revision moved is the copy loaded (in a
+  worker thread, re-encoding only the models the new events name) and swapped in. A heartbeat
+  alone only refreshes the age.
 * **Heal**: when the child exits, or the heartbeat is older than ``stale_after`` (a silently
   stalled follower), a fresh restore into a new file starts beside the active one; when its
   ``-txid`` appears it is loaded and swapped in, the old child stopped and its files deleted.
@@ -204,7 +205,7 @@ class Follower:
         txid = pending.read_txid()
         if txid:
             try:
-                index = await asyncio.to_thread(load, pending.path)
+                index = await asyncio.to_thread(load, pending.path, self.node.index)
             except IndexError_ as exc:
                 log.info("new copy %s not loadable yet: %s", pending.path, exc.message)
                 self.metrics.reload_failures += 1
@@ -253,7 +254,7 @@ class Follower:
             self.node.set_heartbeat(head.heartbeat_ms)
             return
         try:
-            new = await asyncio.to_thread(load, active.path)
+            new = await asyncio.to_thread(load, active.path, self.node.index)
         except IndexError_ as exc:
             self.metrics.reload_failures += 1
             log.info("cannot load %s yet: %s", active.path, exc.message)

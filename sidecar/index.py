@@ -17,8 +17,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,9 @@ from central.records import (
     model_record,
     version_record,
 )
-from sidecar.protocol import _AGE_KEY, _OK_RESULT, _REVISION_KEY, ok_prefix, pack
+from sidecar.protocol import _OK_RESULT, ok_entry, pack, revision_tail
 
-__all__ = ["Head", "Index", "IndexError_", "load", "read_head"]
+__all__ = ["INCREMENTAL_MAX_EVENTS", "Head", "Index", "IndexError_", "load", "read_head"]
 
 _BUSY_TIMEOUT_S = 2.0
 
@@ -64,15 +63,20 @@ class Head:
 class Index:
     """One immutable snapshot of the registry, every answer pre-encoded.
 
-    ``resolve`` maps ``(model, ref)`` -> answer prefix, where ``ref`` is an alias, a version
-    number in decimal, or ``latest``. ``get`` maps a model name -> answer prefix.
+    ``resolve`` maps ``(model, ref)`` -> answer entry (:func:`sidecar.protocol.ok_entry`),
+    where ``ref`` is an alias, a version number in decimal, or ``latest``; ``get`` maps a model
+    name -> its entry. Entries carry no revision (``tail`` does), so an entry that did not
+    change is the same bytes object in consecutive indexes: a reload re-encodes only the
+    models that changed.
     """
 
     revision: int
     heartbeat_ms: int | None
     resolve: dict[tuple[str, str], bytes]
     get: dict[str, bytes]
-    list_prefix: bytes
+    list_entry: bytes
+    #: ``revision_tail(revision)``: appended to every entry.
+    tail: bytes
     models: int
     versions: int
     #: Wall-clock time of the load, epoch seconds.
@@ -80,6 +84,15 @@ class Index:
     load_ms: float
     #: The copy it was loaded from.
     path: str
+    #: Hash of the event at ``revision``: a later copy that has the same hash there continues
+    #: this history, so it can be loaded incrementally.
+    last_hash: str = ""
+    #: True when built from a previous index by re-encoding only the changed models.
+    incremental: bool = False
+    #: Per model: its record (for ``get``/``list``), its resolve keys, its version count.
+    model_records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_keys: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    version_counts: dict[str, int] = field(default_factory=dict)
 
     def not_found(self, model: str, ref: str | None = None) -> RegistryError:
         """The error for a lookup that missed (which of model, version or alias is absent)."""
@@ -89,7 +102,7 @@ class Index:
             return NotFound(f"nothing found for {model!r}", model=model)
         if ref.isdigit():
             return VersionNotFound(
-                f"model {model!r} has no version {ref}", model=model, version=ref
+                f"model {model!r} has no version {int(ref)}", model=model, version=int(ref)
             )
         if ref == "latest":
             return VersionNotFound(
@@ -178,18 +191,25 @@ class _JsonObjects:
         return found
 
 
-def load(path: Path) -> Index:
-    """Read the whole copy at ``path`` into a new :class:`Index`.
+#: Above this many events since the previous index, a full load is cheaper than tracking.
+INCREMENTAL_MAX_EVENTS = 5000
+#: Model names per ``IN (...)`` query of an incremental load.
+_IN_CHUNK = 500
 
-    CPU-bound (about a second per 100k versions): call it in a worker thread. The connection
-    stays open only while the rows are read, inside one read transaction. Raises
-    :class:`IndexError_` as :func:`read_head` does.
+
+def load(path: Path, previous: Index | None = None) -> Index:
+    """Read the copy at ``path`` into a new :class:`Index`.
+
+    With ``previous`` (the index being served), when the copy continues its history (the event
+    at ``previous.revision`` has the same hash) and few events happened since, only the models
+    those events name are re-read and re-encoded; every other entry is shared with
+    ``previous``. Otherwise everything is read (about a second per 100k versions).
+
+    CPU-bound: call it in a worker thread. The followed file is held only while SQLite's
+    backup API copies it to a private scratch file beside it (milliseconds), so litestream's
+    apply is never kept waiting. Raises :class:`IndexError_` as :func:`read_head` does.
     """
     started = time.perf_counter()
-    # Copy the file with SQLite's backup API (a consistent snapshot, page copies only) into a
-    # private scratch file beside it, and close it at once: the followed file is held for
-    # milliseconds, not for the whole load, so litestream's apply is never kept waiting. A
-    # file rather than ":memory:" keeps the snapshot out of the process's RSS.
     conn = _connect(path)
     fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
     os.close(fd)
@@ -202,44 +222,133 @@ def load(path: Path) -> Index:
         finally:
             conn.close()
         head = _head(snapshot)
-        snapshot.row_factory = sqlite3.Row
-        model_rows = snapshot.execute("SELECT * FROM models ORDER BY name").fetchall()
-        snapshot.row_factory = None
-        alias_rows = snapshot.execute(
-            "SELECT m.name, a.name, a.version FROM aliases a JOIN models m ON m.id = a.model_id"
-        ).fetchall()
-        latest_rows = snapshot.execute(
-            "SELECT m.name, MAX(v.version) FROM versions v JOIN models m ON m.id = v.model_id"
-            " WHERE v.status != 'archived' GROUP BY m.name"
-        ).fetchall()
-        # Streamed, not fetchall(): only one batch of rows is alive at a time.
-        version_rows = snapshot.execute(
-            VERSION_SELECT + " FROM versions v JOIN models m ON m.id = v.model_id"
-            " ORDER BY m.name, v.version"
-        )
-        return _build(path, started, head, model_rows, alias_rows, latest_rows, version_rows)
+        last_hash = _event_hash(snapshot, head.revision)
+        changed = _changed_models(snapshot, previous, head)
+        built = _Built()
+        if changed is None:
+            _encode(snapshot, None, built)
+        else:
+            names = sorted(changed)
+            for i in range(0, len(names), _IN_CHUNK):
+                _encode(snapshot, names[i : i + _IN_CHUNK], built)
     except sqlite3.Error as exc:
         raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
     finally:
         snapshot.close()
         Path(scratch).unlink(missing_ok=True)
 
+    if changed is None or previous is None:
+        resolve, get = built.resolve, built.get
+        records, keys, counts = built.model_records, built.model_keys, built.version_counts
+    else:
+        resolve = dict(previous.resolve)
+        get = dict(previous.get)
+        records = dict(previous.model_records)
+        keys = dict(previous.model_keys)
+        counts = dict(previous.version_counts)
+        for name in changed:
+            for key in keys.pop(name, ()):
+                del resolve[key]
+            get.pop(name, None)
+            records.pop(name, None)
+            counts.pop(name, None)
+        resolve.update(built.resolve)
+        get.update(built.get)
+        records.update(built.model_records)
+        keys.update(built.model_keys)
+        counts.update(built.version_counts)
+    list_entry = ok_entry(pack({"items": [records[name] for name in sorted(records)]}))
+    return Index(
+        revision=head.revision,
+        heartbeat_ms=head.heartbeat_ms,
+        resolve=resolve,
+        get=get,
+        list_entry=list_entry,
+        tail=revision_tail(head.revision),
+        models=len(records),
+        versions=sum(counts.values()),
+        loaded_at=time.time(),
+        load_ms=(time.perf_counter() - started) * 1000,
+        path=str(path),
+        last_hash=last_hash,
+        incremental=changed is not None,
+        model_records=records,
+        model_keys=keys,
+        version_counts=counts,
+    )
 
-def _build(
-    path: Path,
-    started: float,
-    head: Head,
-    model_rows: list[Any],
-    alias_rows: list[Any],
-    latest_rows: list[Any],
-    version_rows: Iterable[Any],
-) -> Index:
-    revision = head.revision
-    tail = _REVISION_KEY + pack(revision) + _AGE_KEY
+
+def _event_hash(conn: sqlite3.Connection, revision: int) -> str:
+    row = conn.execute("SELECT hash FROM events WHERE revision = ?", (revision,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _changed_models(
+    conn: sqlite3.Connection, previous: Index | None, head: Head
+) -> set[str] | None:
+    """The models named by the events since ``previous``, or None when a full load is due."""
+    if previous is None or not previous.last_hash or head.revision < previous.revision:
+        return None
+    if _event_hash(conn, previous.revision) != previous.last_hash:
+        return None  # another history (a replaced central): start over
+    subjects = conn.execute(
+        "SELECT subject FROM events WHERE revision > ? LIMIT ?",
+        (previous.revision, INCREMENTAL_MAX_EVENTS + 1),
+    ).fetchall()
+    if len(subjects) > INCREMENTAL_MAX_EVENTS:
+        return None
+    # Subjects are "model", "model/3" or "model@alias"; model names hold neither "/" nor "@".
+    return {str(subject).split("/", 1)[0].split("@", 1)[0] for (subject,) in subjects}
+
+
+class _Built:
+    """What :func:`_encode` produces, for all models or a subset."""
+
+    def __init__(self) -> None:
+        self.resolve: dict[tuple[str, str], bytes] = {}
+        self.get: dict[str, bytes] = {}
+        self.model_records: dict[str, dict[str, Any]] = {}
+        self.model_keys: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.version_counts: dict[str, int] = {}
+
+
+def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> None:
+    """Encode every answer of the models named in ``only`` (None: every model) into ``out``."""
+    where, args = (
+        ("", ())
+        if only is None
+        else (
+            f" WHERE m.name IN ({', '.join('?' * len(only))})",
+            tuple(only),
+        )
+    )
+    conn.row_factory = sqlite3.Row
+    model_rows = conn.execute(
+        "SELECT * FROM models m" + where + " ORDER BY m.name", args
+    ).fetchall()
+    conn.row_factory = None
+    alias_rows = conn.execute(
+        "SELECT m.name, a.name, a.version FROM aliases a JOIN models m ON m.id = a.model_id"
+        + where,
+        args,
+    ).fetchall()
+    latest_rows = conn.execute(
+        "SELECT m.name, MAX(v.version) FROM versions v JOIN models m ON m.id = v.model_id"
+        + (where + " AND" if where else " WHERE")
+        + " v.status != 'archived' GROUP BY m.name",
+        args,
+    ).fetchall()
+    # Streamed, not fetchall(): only one batch of rows is alive at a time.
+    version_rows = conn.execute(
+        VERSION_SELECT
+        + " FROM versions v JOIN models m ON m.id = v.model_id"
+        + where
+        + " ORDER BY m.name, v.version",
+        args,
+    )
 
     # One str object per model name, shared by every key of that model.
     names: dict[str, str] = {row["name"]: row["name"] for row in model_rows}
-    # model -> {alias: version}; (model, version) -> the extra refs naming it
     by_model: dict[str, dict[str, int]] = {}
     extra_refs: dict[tuple[str, int], list[str]] = {}
     for model, alias, version in alias_rows:
@@ -249,16 +358,17 @@ def _build(
     for model, version in latest_rows:
         extra_refs.setdefault((model, version), []).append("latest")
     latest_records: dict[str, dict[str, Any]] = {}
+    keys: dict[str, list[tuple[str, str]]] = {name: [] for name in names}
 
     decode = _JsonObjects()
     packer = msgpack.Packer(use_bin_type=True)  # one per load: Packer is not thread-safe
     pack_ = packer.pack
-    resolve: dict[tuple[str, str], bytes] = {}
-    versions = 0
+    resolve = out.resolve
+    counts = out.version_counts
     for row in version_rows:
-        versions += 1
         model = names.get(row[0], row[0])
         number = row[1]
+        counts[model] = counts.get(model, 0) + 1
         refs = extra_refs.get((model, number))
         aliases = [r for r in refs if r != "latest"] if refs else ()
         # JSON columns blanked (-> {}) and decoded below through the memo
@@ -270,30 +380,19 @@ def _build(
         # Pack once with "ref" last; every ref naming this version reuses the same body.
         record["ref"] = ""
         head_body = _OK_RESULT + pack_(record)[:-_CUT] + _REF_KEY
+        model_keys = keys[model]
         ref = str(number)
-        resolve[(model, ref)] = head_body + pack_(ref) + tail
+        resolve[(model, ref)] = head_body + pack_(ref)
+        model_keys.append((model, ref))
         if refs:
             for ref in refs:
-                resolve[(model, ref)] = head_body + pack_(ref) + tail
+                resolve[(model, ref)] = head_body + pack_(ref)
+                model_keys.append((model, ref))
 
-    get: dict[str, bytes] = {}
-    items: list[dict[str, Any]] = []
     for row in model_rows:
-        name = row["name"]
+        name = names[row["name"]]
         record = model_record(row, by_model.get(name, {}), latest_records.get(name))
-        items.append(record)
-        get[names[name]] = ok_prefix(pack(record), revision)
-    list_prefix = ok_prefix(pack({"items": items}), revision)
-
-    return Index(
-        revision=revision,
-        heartbeat_ms=head.heartbeat_ms,
-        resolve=resolve,
-        get=get,
-        list_prefix=list_prefix,
-        models=len(model_rows),
-        versions=versions,
-        loaded_at=time.time(),
-        load_ms=(time.perf_counter() - started) * 1000,
-        path=str(path),
-    )
+        out.model_records[name] = record
+        out.get[name] = ok_entry(pack(record))
+        out.model_keys[name] = tuple(keys[name])
+        counts.setdefault(name, 0)

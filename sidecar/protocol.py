@@ -41,12 +41,14 @@ __all__ = [
     "Request",
     "encode_frame",
     "error_frame",
+    "ok_entry",
     "ok_frame",
     "ok_prefix",
     "pack",
     "parse_request",
     "request_id",
     "result_of",
+    "revision_tail",
 ]
 
 #: Largest request payload a server accepts, in bytes (the 4-byte prefix not counted).
@@ -310,6 +312,19 @@ _MAP4: Final = b"\x84"
 _MAP5: Final = b"\x85"
 
 
+def ok_entry(result_packed: bytes) -> bytes:
+    """The revision-independent start of a success answer: the ``ok`` and ``result`` pairs.
+
+    The index stores answers in this form, so an unchanged answer's bytes are shared by every
+    index that holds it; :func:`revision_tail` supplies the rest."""
+    return _OK_RESULT + result_packed
+
+
+def revision_tail(revision: int) -> bytes:
+    """The ``revision`` pair and the ``age_ms`` key, which follow an :func:`ok_entry`."""
+    return _REVISION_KEY + pack(revision) + _AGE_KEY
+
+
 def ok_prefix(result_packed: bytes, revision: int) -> bytes:
     """The constant part of a success answer: ``ok``, ``result`` and ``revision`` pairs, then
     the ``age_ms`` key. :func:`ok_frame` completes it with the age and the optional ``id``."""
@@ -326,7 +341,7 @@ def ok_frame(prefix: bytes, age_packed: bytes, rid: Any = None) -> bytes:
 
 
 def result_of(prefix: bytes) -> bytes:
-    """The packed ``result`` inside an :func:`ok_prefix` (for re-encoding, e.g. as JSON)."""
+    """The packed ``result`` inside an :func:`ok_prefix` or :func:`ok_entry`."""
     start = len(_OK_RESULT)
     # The tail is revision key + packed revision + age key; the revision is found by decoding.
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)

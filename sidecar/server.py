@@ -170,7 +170,8 @@ class _Connection(asyncio.Protocol):
         node = server.node
         index = node.index
         resolve = index.resolve if index is not None else _EMPTY
-        age = b""
+        tail = index.tail if index is not None else b""
+        suffix = b""  # revision pair + age pair, the same for every answer of this batch
         out: list[bytes] = []
         fast = 0
         for obj in decoder.decode(data):
@@ -194,15 +195,15 @@ class _Connection(asyncio.Protocol):
                         )
                     )
                 ):
-                    prefix = resolve.get((model, ref))
-                    if prefix is not None:
-                        if not age:
-                            age = node.packed_age()
+                    entry = resolve.get((model, ref))
+                    if entry is not None:
+                        if not suffix:
+                            suffix = tail + node.packed_age()
                         if rid is None:
-                            body = prefix + age
+                            body = entry + suffix
                             out.append(_LEN(len(body) + 1) + b"\x84" + body)
                         else:
-                            out.append(ok_frame(prefix, age, rid))
+                            out.append(ok_frame(entry, suffix, rid))
                         fast += 1
                         continue
             if not self._slow(obj, out):

@@ -120,12 +120,12 @@ class Node:
         index = self.index
         if index is None:
             return error_frame(NotReady(self.not_ready_reason), rid)
-        prefix = index.resolve.get((model, ref))
-        if prefix is None and ref.isdigit() and ref != str(int(ref)):
-            prefix = index.resolve.get((model, str(int(ref))))
-        if prefix is None:
+        entry = index.resolve.get((model, ref))
+        if entry is None and ref.isdigit() and ref != str(int(ref)):
+            entry = index.resolve.get((model, str(int(ref))))
+        if entry is None:
             return error_frame(index.not_found(model, ref), rid)
-        return ok_frame(prefix, self.packed_age(), rid)
+        return ok_frame(entry + index.tail, self.packed_age(), rid)
 
     def answer_now(self, request: Request) -> bytes:
         """The answer to ``request`` from the current index, ignoring ``min_revision``."""
@@ -142,12 +142,12 @@ class Node:
             return error_frame(NotReady(self.not_ready_reason), request.id)
         if op == "get":
             assert request.model is not None
-            prefix = index.get.get(request.model)
-            if prefix is None:
+            entry = index.get.get(request.model)
+            if entry is None:
                 return error_frame(index.not_found(request.model), request.id)
-            return ok_frame(prefix, self.packed_age(), request.id)
+            return ok_frame(entry + index.tail, self.packed_age(), request.id)
         if op == "list":
-            return ok_frame(index.list_prefix, self.packed_age(), request.id)
+            return ok_frame(index.list_entry + index.tail, self.packed_age(), request.id)
         raise AssertionError(f"unhandled op {op!r}")
 
     def answer(self, request: Request) -> Answer:
@@ -245,8 +245,8 @@ def _signature(index: Index | None, key: tuple[str, str]) -> bytes | str | None:
     """What a watcher of ``key`` would see, minus revision and age: changes trigger a push."""
     if index is None:
         return None
-    prefix = index.resolve.get(key)
-    return result_of(prefix) if prefix is not None else index.not_found(*key).code
+    entry = index.resolve.get(key)
+    return result_of(entry) if entry is not None else index.not_found(*key).code
 
 
 def decode_frame(frame: bytes) -> Any:

@@ -35,7 +35,7 @@ def db(tmp_path: Path) -> Iterator[RegistryDB]:
 
 
 def answer(index: Index, model: str, ref: str, rid: Any = None) -> dict[str, Any]:
-    frame = ok_frame(index.resolve[(model, ref)], pack(0), rid)
+    frame = ok_frame(index.resolve[(model, ref)] + index.tail, pack(0), rid)
     decoded: dict[str, Any] = msgpack.unpackb(frame[4:])
     return decoded
 
@@ -81,7 +81,7 @@ class TestLoad:
         """A model with no version has no latest, and its get answer says so."""
         index = load(db.path)
         assert ("empty", "latest") not in index.resolve
-        get = msgpack.unpackb(ok_frame(index.get["empty"], pack(0))[4:])
+        get = msgpack.unpackb(ok_frame(index.get["empty"] + index.tail, pack(0))[4:])
         assert get["result"]["latest"] is None
 
     def test_unicode_names(self, db: RegistryDB) -> None:
@@ -92,12 +92,13 @@ class TestLoad:
     def test_get_and_list(self, db: RegistryDB) -> None:
         """get answers the model record; list answers every model record, sorted by name."""
         index = load(db.path)
-        get = msgpack.unpackb(ok_frame(index.get["fraud"], pack(0))[4:])["result"]
+        get = msgpack.unpackb(ok_frame(index.get["fraud"] + index.tail, pack(0))[4:])["result"]
         expected = {"canary": 2, "production": 1}
         assert expected == get["aliases"]
         assert get["latest"]["version"] == 2
         assert get["tags"] == {"team": "risk"}
-        items = msgpack.unpackb(ok_frame(index.list_prefix, pack(0))[4:])["result"]["items"]
+        listed = msgpack.unpackb(ok_frame(index.list_entry + index.tail, pack(0))[4:])
+        items = listed["result"]["items"]
         assert [item["name"] for item in items] == ["empty", "fraud", "ünï-cödé"]
 
     def test_counts_and_heartbeat(self, db: RegistryDB) -> None:
@@ -127,6 +128,55 @@ class TestLoad:
             other.execute("COMMIT")
         finally:
             other.close()
+
+
+def snapshot(index: Index) -> dict[str, Any]:
+    """Everything an index answers, decoded (for comparing two indexes)."""
+    return {
+        "resolve": {
+            k: msgpack.unpackb(v[len(pack("ok")) + 1 + len(pack("result")) :])
+            for k, v in index.resolve.items()
+        },
+        "get": {
+            k: msgpack.unpackb(v[len(pack("ok")) + 1 + len(pack("result")) :])
+            for k, v in index.get.items()
+        },
+        "list": msgpack.unpackb(index.list_entry[len(pack("ok")) + 1 + len(pack("result")) :]),
+        "counts": (index.models, index.versions, index.revision),
+    }
+
+
+class TestIncrementalLoad:
+    def test_reload_equals_a_full_load(self, db: RegistryDB) -> None:
+        """After writes, loading on top of the previous index answers exactly as a full load."""
+        first = load(db.path)
+        db.add_version("fraud", "s3://b/4", status="approved")
+        db.set_alias("fraud", "production", 4)
+        db.add_model("new")
+        db.add_version("new")
+        db.heartbeat()
+        again = load(db.path, previous=first)
+        full = load(db.path)
+        assert (True, False) == (again.incremental, full.incremental)
+        assert snapshot(full) == snapshot(again)
+
+    def test_unchanged_models_share_their_bytes(self, db: RegistryDB) -> None:
+        """Entries of models no event named are the very same objects in the new index."""
+        first = load(db.path)
+        db.set_alias("fraud", "canary", 1)
+        again = load(db.path, previous=first)
+        assert again.resolve[("ünï-cödé", "1")] is first.resolve[("ünï-cödé", "1")]
+        assert again.resolve[("fraud", "1")] is not first.resolve[("fraud", "1")]
+
+    def test_other_history_means_full_load(self, db: RegistryDB, tmp_path: Path) -> None:
+        """A copy whose event at the old revision differs (another central) is loaded in full."""
+        first = load(db.path)
+        other = RegistryDB(tmp_path / "other.db")
+        for name in ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"):
+            other.add_model(name)
+        other.close()
+        again = load(tmp_path / "other.db", previous=first)
+        assert (False, 13) == (again.incremental, again.models)
 
 
 class TestLoadErrors:
