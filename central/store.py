@@ -24,6 +24,13 @@ hundreds of registrations per second with ``synchronous=NORMAL``.
 
 Reads run on read-only connections (``mode=ro``), one per reader thread, each inside a short
 ``BEGIN … COMMIT`` so that a multi-statement read sees one snapshot.
+
+Checkpoints: ``wal_autocheckpoint=0`` and no explicit checkpoint, so while central runs only
+Litestream checkpoints the WAL. SQLite itself still checkpoints when the *last* connection to
+the file closes; at shutdown that happens after the replicator has flushed (cleanup order in
+``central/app.py``), so it cannot lose a frame Litestream has not copied, and it keeps the WAL
+of a ``--replica none`` central from growing across restarts. (Python 3.11's ``sqlite3`` cannot
+set ``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``.)
 """
 
 from __future__ import annotations
@@ -262,30 +269,32 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [(False, _db_failure(exc))] * len(fns)
-        for fn in fns:
+        for index, fn in enumerate(fns):
             ctx = WriteContext(revision, last_hash, last_at)
             try:
                 conn.execute("SAVEPOINT w")
                 value = fn(conn, ctx)
                 conn.execute("RELEASE w")
             except Exception as exc:
+                failure = _db_failure(exc) if isinstance(exc, sqlite3.Error) else exc
                 if not conn.in_transaction:
-                    # SQLite aborted the whole transaction (I/O error, disk full): every write
-                    # of this batch is lost, so none of them may be acknowledged.
-                    failure = _db_failure(exc) if isinstance(exc, sqlite3.Error) else exc
+                    # SQLite aborted the whole transaction (I/O error, disk full): the writes
+                    # before this one are lost with it and must not be acknowledged; the ones
+                    # after it get a transaction of their own.
                     self._reload_chain()
-                    return [(False, failure)] * len(fns)
+                    lost = Unavailable("the registry database aborted the write; retry it")
+                    return (
+                        [(False, lost if ok else value) for ok, value in outcomes]
+                        + [(False, failure)]
+                        + (self._run_batch(fns[index + 1 :]) if index + 1 < len(fns) else [])
+                    )
                 try:
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                 except sqlite3.Error as undo:
                     self._abort()
                     return [(False, _db_failure(undo))] * len(fns)
-                if isinstance(exc, sqlite3.Error):
-                    log.error("registry write failed: %s", exc)
-                    outcomes.append((False, _db_failure(exc)))
-                else:
-                    outcomes.append((False, exc))
+                outcomes.append((False, failure))
                 continue
             outcomes.append((True, value))
             if ctx.event is not None:
