@@ -416,6 +416,7 @@ class Replicator:
         self._litestream_pid: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop_requested = asyncio.Event()  # wakes the supervisor's backoff sleep
         self._restarts = 0
         self._dbs = {name: _DbState() for name in DB_NAMES}
         self._by_file = {_db_path(config, name).name: name for name in DB_NAMES}
@@ -475,7 +476,9 @@ class Replicator:
                 failures = 0
             delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2**failures)
             failures += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            jittered = delay * random.uniform(0.5, 1.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), jittered)
             if self._stopping:
                 return
             try:
@@ -536,6 +539,7 @@ class Replicator:
         logged (the writes stay in the local database and ship on the next start).
         """
         self._stopping = True
+        self._stop_requested.set()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -216,3 +217,26 @@ class TestS3Lease:
             lease._client.request("PUT", "central.lease", body)
             await lease.acquire(force=force)
             await lease.release()
+
+
+class TestSupervisorBackoff:
+    async def test_failing_litestream_is_restarted_until_stopped(self, tmp_path: Path) -> None:
+        """A litestream that keeps exiting is restarted with backoff until stop() ends it."""
+        fake = tmp_path / "litestream"
+        fake.write_text(
+            f'#!/bin/sh\nif [ "$1" = version ]; then echo v{LITESTREAM_VERSION}; exit 0; fi\n'
+            'echo "level=ERROR msg=\\"boom\\" db=registry.db error=\\"disk gone\\""\nexit 3\n'
+        )
+        fake.chmod(0o755)
+        config = CentralConfig(
+            data_dir=tmp_path / "data", replica_url="file:///nowhere", litestream_bin=str(fake)
+        )
+        replicator = Replicator(config)
+        await replicator.start()
+        deadline = time.monotonic() + 20
+        while replicator.status()["restarts"] < 2:
+            assert time.monotonic() < deadline, "litestream was not restarted twice"
+            await asyncio.sleep(0.05)
+        await replicator.stop()  # wakes the backoff sleep instead of waiting it out
+        status = replicator.status()
+        assert (False, "disk gone") == (status["running"], status["last_error"])
