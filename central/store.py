@@ -263,12 +263,17 @@ class Store:
         """Writer thread: one transaction, one savepoint per write."""
         conn = self._conn
         assert conn is not None
-        revision, last_hash, last_at = self._revision, self._hash, self._last_at
         outcomes: list[_Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # Read the chain's head inside the lock rather than trusting memory: costs one
+            # indexed lookup per batch, and a second process writing the file (which the lease
+            # should prevent) can then never fork the chain.
+            self._reload_chain()
         except sqlite3.Error as exc:
+            self._abort()
             return [(False, _db_failure(exc))] * len(fns)
+        revision, last_hash, last_at = self._revision, self._hash, self._last_at
         for index, fn in enumerate(fns):
             ctx = WriteContext(revision, last_hash, last_at)
             try:
@@ -315,7 +320,10 @@ class Store:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 log.exception("rollback failed")
-        self._reload_chain()
+        try:
+            self._reload_chain()
+        except sqlite3.Error:
+            log.exception("reading the event chain's head failed")
 
     def _reload_chain(self) -> None:
         conn = self._conn

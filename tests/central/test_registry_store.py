@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from central import errors, store
+from central import audit, errors, store
 from central.store import Store, WriteContext
 
 
@@ -159,6 +159,23 @@ class TestChain:
             lambda c: [r[0] for r in c.execute("SELECT at FROM events ORDER BY revision")]
         )
         assert [first, first] == times
+
+    async def test_second_writer_on_the_file_cannot_fork_the_chain(self, tmp_path: Path) -> None:
+        """Two stores writing one file interleave into one unbroken chain."""
+        path = tmp_path / "registry.db"
+        one, two = Store(path), Store(path)
+        await one.open()
+        await two.open()
+        try:
+            revisions = await asyncio.gather(
+                *((one if i % 2 else two).write(add_model(f"m{i:02d}")) for i in range(40))
+            )
+            result = await one.read(audit.verify)
+        finally:
+            await one.close()
+            await two.close()
+        assert list(range(1, 41)) == sorted(revisions)
+        assert (True, 40) == (result["ok"], result["checked"])
 
     async def test_write_without_event_keeps_revision(self, db: Store) -> None:
         """A write that appends no event (the heartbeat) leaves the revision alone."""
