@@ -37,8 +37,9 @@ from pathlib import Path
 
 from central.config import CentralConfig
 from central.replication import litestream_env, litestream_path
+from sidecar import snapshot
 from sidecar.config import SidecarConfig
-from sidecar.index import IndexError_, load, read_head
+from sidecar.index import Index, IndexError_, load, read_head
 from sidecar.metrics import Metrics
 from sidecar.state import Node
 
@@ -118,6 +119,8 @@ class Follower:
         self._next_stale_attempt = 0.0
         self._task: asyncio.Task[None] | None = None
         self._binary = ""
+        #: Revision of the index last saved for cold starts (None: nothing saved).
+        self._saved_revision: int | None = None
 
     async def start(self) -> None:
         """Serve the newest local copy (if any) and start restoring a fresh one."""
@@ -130,17 +133,20 @@ class Follower:
             scratch.unlink(missing_ok=True)
         copies = self._local_copies()
         self._next_number = max((c.number for c in copies), default=0) + 1
+        saved = await asyncio.to_thread(snapshot.read, self._saved_path) if copies else None
         for copy in sorted(copies, key=lambda c: c.number, reverse=True):
             if self._active is None and copy.read_txid():
                 try:
-                    index = await asyncio.to_thread(load, copy.path)
+                    index = await asyncio.to_thread(load, copy.path, saved)
                 except IndexError_ as exc:
                     log.warning("local copy %s is unusable: %s", copy.path, exc.message)
                 else:
                     copy.txid = copy.read_txid()
                     self._active = copy
-                    self.node.swap(index)
-                    self.metrics.reloads += 1
+                    self._saved = (
+                        saved if index.last_hash == getattr(saved, "last_hash", "") else None
+                    )
+                    await self._swap(index)
                     continue
             copy.remove_files()
         self._set_state()
@@ -157,6 +163,28 @@ class Follower:
             if copy is not None:
                 await _terminate(copy)
         self._set_state("stopped")
+        index = self.node.index
+        if index is not None and index.revision != self._saved_revision:
+            await self._save(index)
+
+    @property
+    def _saved_path(self) -> Path:
+        return self.data_dir / snapshot.SAVED_INDEX_NAME
+
+    async def _swap(self, index: Index) -> None:
+        """Serve ``index``; after a full load also save it for the next cold start."""
+        self.node.swap(index)
+        self.metrics.reloads += 1
+        if not index.incremental:
+            await self._save(index)
+
+    async def _save(self, index: Index) -> None:
+        try:
+            await asyncio.to_thread(snapshot.save, index, self._saved_path)
+        except OSError as exc:
+            log.warning("cannot save the index to %s: %s", self._saved_path, exc)
+        else:
+            self._saved_revision = index.revision
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -215,8 +243,7 @@ class Follower:
             pending.txid = txid
             old = self._active
             self._active, self._pending = pending, None
-            self.node.swap(index)
-            self.metrics.reloads += 1
+            await self._swap(index)
             self._retry_s = _RETRY_FIRST_S
             if old is not None:
                 await _terminate(old)
@@ -260,8 +287,7 @@ class Follower:
             log.info("cannot load %s yet: %s", active.path, exc.message)
             return
         active.txid = txid
-        self.node.swap(new)
-        self.metrics.reloads += 1
+        await self._swap(new)
 
     async def _start_restore(self) -> None:
         number = self._next_number

@@ -12,6 +12,7 @@ Answers are stored as :func:`sidecar.protocol.ok_prefix` bytes (``ok``, ``result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -211,6 +212,26 @@ def load(path: Path, previous: Index | None = None) -> Index:
     """
     started = time.perf_counter()
     conn = _connect(path)
+    if previous is not None and previous.last_hash:
+        # Nothing new (e.g. a cold start from a saved index of this very copy): reuse it all.
+        try:
+            head = _head(conn)
+            same = head.revision == previous.revision and previous.last_hash == _event_hash(
+                conn, head.revision
+            )
+        except sqlite3.Error as exc:
+            conn.close()
+            raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
+        if same:
+            conn.close()
+            return dataclasses.replace(
+                previous,
+                heartbeat_ms=head.heartbeat_ms,
+                path=str(path),
+                loaded_at=time.time(),
+                load_ms=(time.perf_counter() - started) * 1000,
+                incremental=True,
+            )
     fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
     os.close(fd)
     snapshot = sqlite3.connect(scratch, isolation_level=None)

@@ -12,6 +12,7 @@ import pytest
 
 from central.errors import AliasNotFound, ModelNotFound, VersionNotFound
 from central.records import VERSION_SELECT, version_record
+from sidecar import snapshot as saved
 from sidecar.index import Index, IndexError_, load, read_head
 from sidecar.protocol import ok_frame, pack
 from tests.sidecar.registry_db import RegistryDB
@@ -177,6 +178,35 @@ class TestIncrementalLoad:
         other.close()
         again = load(tmp_path / "other.db", previous=first)
         assert (False, 13) == (again.incremental, again.models)
+
+
+class TestSavedIndex:
+    def test_round_trip(self, db: RegistryDB, tmp_path: Path) -> None:
+        """A saved index reads back with the same answers, revision and history hash."""
+        index = load(db.path)
+        snapshot_file = tmp_path / "index.msgpack"
+        saved.save(index, snapshot_file)
+        back = saved.read(snapshot_file)
+        assert back is not None
+        assert (snapshot(index), index.last_hash) == (snapshot(back), back.last_hash)
+
+    def test_cold_start_reuses_it_and_catches_up(self, db: RegistryDB, tmp_path: Path) -> None:
+        """Loading a copy on top of its saved index reuses it, re-encoding only what changed."""
+        snapshot_file = tmp_path / "index.msgpack"
+        saved.save(load(db.path), snapshot_file)
+        same = load(db.path, previous=saved.read(snapshot_file))
+        db.set_alias("fraud", "canary", 1)
+        moved = load(db.path, previous=saved.read(snapshot_file))
+        assert (True, True) == (same.incremental, moved.incremental)
+        assert snapshot(load(db.path)) == snapshot(moved)
+
+    @pytest.mark.parametrize("content", [b"", b"\x93\x01\x02", b"garbage" * 10])
+    def test_unreadable_file_is_ignored(self, tmp_path: Path, content: bytes) -> None:
+        """A missing, truncated or foreign file reads as None (a full load follows)."""
+        path = tmp_path / "index.msgpack"
+        assert saved.read(path) is None
+        path.write_bytes(content)
+        assert saved.read(path) is None
 
 
 class TestLoadErrors:

@@ -1,0 +1,95 @@
+"""The index saved beside the copies, so a restarted sidecar answers without re-encoding.
+
+A cold start with 100k versions would otherwise spend seconds encoding answers it had already
+encoded before the restart. :func:`save` writes the index's entries (msgpack, written to a
+temporary file and renamed); :func:`read` rebuilds an :class:`~sidecar.index.Index` from them.
+The saved index is never trusted on its own: the follower passes it to
+:func:`sidecar.index.load` as ``previous``, which uses it only if the local copy continues its
+history (same event hash at its revision) and re-encodes whatever changed since.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from sidecar.index import Index
+from sidecar.protocol import ok_entry, pack, revision_tail
+
+__all__ = ["FORMAT", "SAVED_INDEX_NAME", "read", "save"]
+
+#: File name of the saved index inside the data directory.
+SAVED_INDEX_NAME = "index.msgpack"
+#: Format version; another value is ignored (a full load follows).
+FORMAT = 1
+
+
+def save(index: Index, path: Path) -> None:
+    """Write ``index`` to ``path`` atomically (temporary file + rename). Raises ``OSError``."""
+    models = [
+        [
+            name,
+            record,
+            index.version_counts.get(name, 0),
+            [[ref, index.resolve[(model, ref)]] for model, ref in index.model_keys.get(name, ())],
+        ]
+        for name, record in index.model_records.items()
+    ]
+    data = msgpack.packb(
+        [FORMAT, index.revision, index.heartbeat_ms, index.last_hash, models], use_bin_type=True
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> Index | None:
+    """The index saved at ``path``, or None when it is missing, unreadable or of another format."""
+    started = time.perf_counter()
+    try:
+        data = path.read_bytes()
+        raw: Any = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        fmt, revision, heartbeat_ms, last_hash, models = raw
+        if fmt != FORMAT:
+            return None
+        resolve: dict[tuple[str, str], bytes] = {}
+        get: dict[str, bytes] = {}
+        records: dict[str, dict[str, Any]] = {}
+        keys: dict[str, tuple[tuple[str, str], ...]] = {}
+        counts: dict[str, int] = {}
+        for name, record, count, entries in models:
+            records[name] = record
+            get[name] = ok_entry(pack(record))
+            counts[name] = int(count)
+            model_keys = []
+            for ref, entry in entries:
+                key = (name, ref)
+                resolve[key] = entry
+                model_keys.append(key)
+            keys[name] = tuple(model_keys)
+        list_entry = ok_entry(pack({"items": [records[n] for n in sorted(records)]}))
+        return Index(
+            revision=int(revision),
+            heartbeat_ms=heartbeat_ms,
+            resolve=resolve,
+            get=get,
+            list_entry=list_entry,
+            tail=revision_tail(int(revision)),
+            models=len(records),
+            versions=sum(counts.values()),
+            loaded_at=time.time(),
+            load_ms=(time.perf_counter() - started) * 1000,
+            path=str(path),
+            last_hash=str(last_hash),
+            incremental=False,
+            model_records=records,
+            model_keys=keys,
+            version_counts=counts,
+        )
+    except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return None
