@@ -185,22 +185,27 @@ class Store:
         self._writer_task = asyncio.create_task(self._write_loop(), name="registry-writer")
 
     async def close(self) -> None:
-        """Finish queued writes, then close every connection. Never checkpoints."""
+        """Finish queued writes and reads in flight, then close every connection.
+
+        Writes and reads asked for meanwhile raise :class:`Unavailable`. Never checkpoints
+        (SQLite may, as the last connection closes: see the module docstring).
+        """
         if self._writer_pool is None:
             return
         self._closing = True
+        loop = asyncio.get_running_loop()
+        reader_pool, self._reader_pool = self._reader_pool, None
         if self._wakeup is not None:
             self._wakeup.set()
         if self._writer_task is not None:
             await self._writer_task
             self._writer_task = None
-        loop = asyncio.get_running_loop()
-        writer_pool, reader_pool = self._writer_pool, self._reader_pool
-        self._writer_pool = self._reader_pool = None
+        if reader_pool is not None:
+            # Waits for reads in flight, in a thread: the loop keeps serving meanwhile.
+            await loop.run_in_executor(None, reader_pool.shutdown, True)
+        writer_pool, self._writer_pool = self._writer_pool, None
         await loop.run_in_executor(writer_pool, self._close_connections)
         writer_pool.shutdown(wait=True)
-        if reader_pool is not None:
-            reader_pool.shutdown(wait=True)
 
     @property
     def revision(self) -> int:

@@ -195,6 +195,24 @@ class TestLifecycle:
         assert list(range(1, 51)) == sorted([await p for p in pending])
         assert 50 == len(names(tmp_path / "registry.db"))
 
+    async def test_close_finishes_reads_in_flight(self, tmp_path: Path) -> None:
+        """Reads running when close() is called complete with their answer."""
+        opened = Store(tmp_path / "registry.db")
+        await opened.open()
+        await opened.write(add_model("a"))
+
+        def slow_count(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)"
+                " SELECT count(*) FROM n"
+            ).fetchone()
+            return int(conn.execute("SELECT count(*) FROM models").fetchone()[0])
+
+        reads = [asyncio.ensure_future(opened.read(slow_count)) for _ in range(4)]
+        await asyncio.sleep(0)
+        await opened.close()
+        assert [1, 1, 1, 1] == [await r for r in reads]
+
     async def test_closed_store_refuses(self, tmp_path: Path) -> None:
         """write() and read() on a store that is not open raise Unavailable."""
         closed = Store(tmp_path / "registry.db")
