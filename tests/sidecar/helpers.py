@@ -219,7 +219,8 @@ def start_sidecar(
         if proc.poll() is not None:
             raise RuntimeError(f"sidecar exited with {proc.returncode}:\n{sidecar.log()}")
         try:
-            if ask(sock, {"op": "ping"}, timeout=2.0)["ok"]:
+            # both servers listen once the start-up line is printed
+            if "sidecar serving on" in sidecar.log() and ask(sock, {"op": "ping"}, 2.0)["ok"]:
                 return sidecar
         except OSError:
             pass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import get_json
+from tests.procs import get_json, wait_for
 from tests.sidecar.helpers import SidecarProc, http_get, short_dir, start_sidecar
 
 pytestmark = pytest.mark.integration
@@ -93,8 +93,11 @@ class TestLoopbackPort:
             (tmp_path / "none").as_uri(), sock_dir=short_dir(), extra_args=["--http-port", "0"]
         )
         try:
-            match = re.search(r"http://127\.0\.0\.1:(\d+)", sidecar.log())
-            assert match, sidecar.log()
+            # the line is printed once both servers listen, just after the socket answers
+            match = wait_for(
+                lambda: re.search(r"http://127\.0\.0\.1:(\d+)", sidecar.log()),
+                what="the announced port",
+            )
             status = get_json(f"http://127.0.0.1:{match.group(1)}/v1/status")
             assert status["result"]["ready"] is False
         finally:
