@@ -21,6 +21,7 @@ from central.client import CentralClient
 from cli.main import root
 from cli.up import LOCK_NAME, AlreadyRunning, Layout, acquire_lock, next_steps
 from cli.up_demo import DEMO_APPROVER, DEMO_MODEL
+from sidecar.artifacts import fetch_artifact
 from sidecar.client import Client
 from tests.e2e.stack import (
     STACK_ENV,
@@ -212,7 +213,10 @@ class TestDemo:
             assert production["created_by"] == "admin"
             assert len(admin.list_versions(DEMO_MODEL)["items"]) == 3
             with Client(up.socket) as sidecar:
-                assert production["version"] == sidecar.resolve(DEMO_MODEL, "production").version
+                resolved = sidecar.resolve(DEMO_MODEL, "production")
+            assert production["version"] == resolved.version
+            fetched = fetch_artifact(resolved, workdir / "fetched.bin")  # sha256 verified
+            assert resolved.size == fetched.stat().st_size
             revision = _revision(up)
         finally:
             assert up.stop() == 0
