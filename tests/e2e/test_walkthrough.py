@@ -92,14 +92,20 @@ class Walkthrough:
         self._require_stack(step)
         env_file = self.workdir / ".walkthrough-env"
         script = f'set -o pipefail\n{command}\n__rc=$?\nenv -0 > "{env_file}"\nexit $__rc\n'
-        result = subprocess.run(
-            ["bash", "-c", script],
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-        )
+        try:
+            result = subprocess.run(
+                ["bash", "-c", script],
+                cwd=self.workdir,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"README line {step.line}: `{command}` still running after {COMMAND_TIMEOUT_S} s"
+                f"\n--- transcript ---\n{self.transcript.text()}"
+            ) from None
         self.transcript.record(command, result)
         assert expected_exit == result.returncode, (
             f"README line {step.line}: `{command}` exited {result.returncode}, expected "
