@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.registry_db import BuiltRegistry
+from benchmarks.registry_db import BuiltRegistry, event_hash
 from central.errors import RegistryError
 from sidecar.client import Client
 
@@ -181,22 +181,30 @@ def install_local_copy(db: Path, data_dir: Path) -> Path:
     return copy
 
 
-def bump_local_copy(copy: Path) -> int:
-    """Append one event to a local copy and rewrite its ``-txid``, as litestream does when it
-    applies a change: the sidecar then reloads the whole index. Returns the new revision."""
+def bump_local_copy(copy: Path, model: str = "model-00000", alias: str = "production") -> int:
+    """Move ``model@alias`` to its model's version 1 in a local copy and rewrite the copy's
+    ``-txid``, as litestream does when it applies a promotion at central: the sidecar then
+    reloads. One alias-move event (subject ``model@alias``, as central writes it) is appended.
+    Returns the new revision."""
     conn = sqlite3.connect(copy, isolation_level=None)
     try:
+        conn.execute("BEGIN IMMEDIATE")
         revision = int(conn.execute("SELECT MAX(revision) FROM events").fetchone()[0]) + 1
         conn.execute(
             "INSERT INTO events (revision, at, actor, action, subject, details, prev_hash, hash)"
-            " VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'), 'bench', 'bench.bump', 'bench', '{}',"
-            " '', '')",
-            (revision,),
+            " VALUES (?, strftime('%Y-%m-%dT%H:%M:%f000Z'), 'bench', 'alias.set', ?, '{}', ?, ?)",
+            (revision, f"{model}@{alias}", event_hash(revision - 1), event_hash(revision)),
+        )
+        conn.execute(
+            "UPDATE aliases SET version = 1, revision = ? WHERE name = ?"
+            " AND model_id = (SELECT id FROM models WHERE name = ?)",
+            (revision, alias, model),
         )
         conn.execute(
             "UPDATE heartbeat SET at = strftime('%Y-%m-%dT%H:%M:%f000Z'), revision = ?",
             (revision,),
         )
+        conn.execute("COMMIT")
     finally:
         conn.close()
     txid = copy.with_name(copy.name + "-txid")

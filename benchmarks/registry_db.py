@@ -3,7 +3,8 @@
 The schema comes from :mod:`central.schema` (the same migrations central runs); rows are bulk
 inserted in one transaction, shaped like real ones (lineage, params, metrics, tags, approvals,
 ``production`` and ``staging`` aliases, one event per version, a heartbeat). Event hashes are
-placeholders: the sidecar never verifies the chain, central's ``audit verify`` would refuse it.
+distinct placeholders (:func:`event_hash`), not a real chain: the sidecar only compares them to
+tell a continued history from a replaced one; central's ``audit verify`` would refuse them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from pathlib import Path
 from central.records import now
 from central.schema import migrate
 
-__all__ = ["BuiltRegistry", "build_registry", "touch_heartbeat"]
+__all__ = ["BuiltRegistry", "build_registry", "event_hash", "touch_heartbeat"]
+
+
+def event_hash(revision: int) -> str:
+    """The placeholder hash of event ``revision`` ("" before the first)."""
+    return hashlib.sha256(f"bench-event-{revision}".encode()).hexdigest() if revision else ""
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,8 @@ def build_registry(path: Path, models: int = 1000, versions_per_model: int = 100
         )
         conn.executemany(
             "INSERT INTO events (revision, at, actor, action, subject, details, prev_hash, hash)"
-            " VALUES (?, ?, 'bench', 'bench.insert', 'bench', '{}', '', '')",
-            [(r, at) for r in range(1, revision + 1)],
+            " VALUES (?, ?, 'bench', 'bench.insert', 'bench', '{}', ?, ?)",
+            [(r, at, event_hash(r - 1), event_hash(r)) for r in range(1, revision + 1)],
         )
         conn.execute("INSERT INTO heartbeat (id, at, revision) VALUES (1, ?, ?)", (at, revision))
         conn.execute("COMMIT")
