@@ -206,57 +206,65 @@ def load(path: Path, previous: Index | None = None) -> Index:
     those events name are re-read and re-encoded; every other entry is shared with
     ``previous``. Otherwise everything is read (about a second per 100k versions).
 
-    CPU-bound: call it in a worker thread. The followed file is held only while SQLite's
-    backup API copies it to a private scratch file beside it (milliseconds), so litestream's
-    apply is never kept waiting. Raises :class:`IndexError_` as :func:`read_head` does.
+    CPU-bound: call it in a worker thread. The followed file is held only for milliseconds
+    (the few rows of an incremental load, or SQLite's backup API copying it to a private
+    scratch file for a full load), so litestream's apply is never kept waiting. Raises
+    :class:`IndexError_` as :func:`read_head` does.
     """
     started = time.perf_counter()
     conn = _connect(path)
-    if previous is not None and previous.last_hash:
-        # Nothing new (e.g. a cold start from a saved index of this very copy): reuse it all.
-        try:
-            head = _head(conn)
-            same = head.revision == previous.revision and previous.last_hash == _event_hash(
-                conn, head.revision
-            )
-        except sqlite3.Error as exc:
-            conn.close()
-            raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
-        if same:
-            conn.close()
-            return dataclasses.replace(
-                previous,
-                heartbeat_ms=head.heartbeat_ms,
-                path=str(path),
-                loaded_at=time.time(),
-                load_ms=(time.perf_counter() - started) * 1000,
-                incremental=True,
-            )
-    fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
-    os.close(fd)
-    snapshot = sqlite3.connect(scratch, isolation_level=None)
+    built = _Built()
     try:
-        snapshot.execute("PRAGMA journal_mode=OFF")
-        snapshot.execute("PRAGMA synchronous=OFF")
-        try:
-            conn.backup(snapshot)
-        finally:
-            conn.close()
-        head = _head(snapshot)
-        last_hash = _event_hash(snapshot, head.revision)
-        changed = _changed_models(snapshot, previous, head)
-        built = _Built()
-        if changed is None:
-            _encode(snapshot, None, built)
-        else:
+        # An incremental load reads the few changed models straight from the copy, inside one
+        # short read transaction (milliseconds).
+        conn.execute("BEGIN")
+        head = _head(conn)
+        last_hash = _event_hash(conn, head.revision)
+        changed = _changed_models(conn, previous, head)
+        if previous is not None and changed is not None:
+            if head.revision == previous.revision:
+                # Nothing new (a cold start from the saved index of this very copy).
+                conn.execute("COMMIT")
+                return dataclasses.replace(
+                    previous,
+                    heartbeat_ms=head.heartbeat_ms,
+                    path=str(path),
+                    loaded_at=time.time(),
+                    load_ms=(time.perf_counter() - started) * 1000,
+                    incremental=True,
+                )
             names = sorted(changed)
             for i in range(0, len(names), _IN_CHUNK):
-                _encode(snapshot, names[i : i + _IN_CHUNK], built)
+                _encode(conn, names[i : i + _IN_CHUNK], built)
+        conn.execute("COMMIT")
     except sqlite3.Error as exc:
+        conn.close()
         raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
-    finally:
-        snapshot.close()
-        Path(scratch).unlink(missing_ok=True)
+    if changed is None:
+        # A full load: copy the file with SQLite's backup API (a consistent snapshot, page
+        # copies only) into a private scratch file beside it and close the copy at once, so
+        # litestream's apply never waits for the encoding. A file rather than ":memory:" keeps
+        # the snapshot out of the process's RSS.
+        fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
+        os.close(fd)
+        snapshot = sqlite3.connect(scratch, isolation_level=None)
+        try:
+            snapshot.execute("PRAGMA journal_mode=OFF")
+            snapshot.execute("PRAGMA synchronous=OFF")
+            try:
+                conn.backup(snapshot)
+            finally:
+                conn.close()
+            head = _head(snapshot)
+            last_hash = _event_hash(snapshot, head.revision)
+            _encode(snapshot, None, built)
+        except sqlite3.Error as exc:
+            raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
+        finally:
+            snapshot.close()
+            Path(scratch).unlink(missing_ok=True)
+    else:
+        conn.close()
 
     if changed is None or previous is None:
         resolve, get = built.resolve, built.get
