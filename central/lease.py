@@ -129,16 +129,16 @@ class S3Client:
         bundle = environ.get("AWS_CA_BUNDLE") or environ.get("SSL_CERT_FILE")
         self.ssl = ssl.create_default_context(cafile=bundle) if bundle else None
 
-    def _key_url(self, name: str) -> str:
+    def key_url(self, name: str) -> str:
         key = f"{self.prefix}/{name}" if self.prefix else name
         return self.base + "/" + quote(key, safe="/-_.~")
 
-    def request(self, method: str, name: str, body: bytes = b"", timeout: float = 5.0) -> bytes:
-        """One signed request; returns the body. Raises urllib.error.HTTPError / OSError."""
-        url = self._key_url(name)
+    def sign(
+        self, method: str, url: str, body: bytes, now: dt.datetime | None = None
+    ) -> dict[str, str]:
+        """The headers of a SigV4-signed request (``Authorization`` included), without Host."""
         parts = urlsplit(url)
-        now = dt.datetime.now(dt.UTC)
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+        amz_date = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
         date = amz_date[:8]
         payload_hash = hashlib.sha256(body).hexdigest()
         headers = {
@@ -155,7 +155,7 @@ class S3Client:
             [
                 method,
                 parts.path or "/",
-                "",
+                parts.query,
                 "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
                 signed,
                 payload_hash,
@@ -173,9 +173,17 @@ class S3Client:
             f"AWS4-HMAC-SHA256 Credential={self.key_id}/{scope}, "
             f"SignedHeaders={signed}, Signature={signature}"
         )
-        del headers["host"]
+        del headers["host"]  # urllib sends it
+        return headers
+
+    def request(self, method: str, name: str, body: bytes = b"", timeout: float = 5.0) -> bytes:
+        """One signed request; returns the body. Raises urllib.error.HTTPError / OSError."""
+        url = self.key_url(name)
         request = urllib.request.Request(
-            url, data=body if method == "PUT" else None, method=method, headers=headers
+            url,
+            data=body if method == "PUT" else None,
+            method=method,
+            headers=self.sign(method, url, body),
         )
         with urllib.request.urlopen(request, timeout=timeout, context=self.ssl) as response:
             data: bytes = response.read()

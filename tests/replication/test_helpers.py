@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from central.config import CentralConfig
-from central.lease import FileLock, LeaseHeld, S3Lease
+from central.lease import FileLock, LeaseHeld, S3Client, S3Lease
 from central.replication import (
     LITESTREAM_VERSION,
     ReplicationError,
@@ -240,3 +241,29 @@ class TestSupervisorBackoff:
         await replicator.stop()  # wakes the backoff sleep instead of waiting it out
         status = replicator.status()
         assert (False, "disk gone") == (status["running"], status["last_error"])
+
+
+class TestS3Signature:
+    @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+    def test_signature_matches_botocore(self, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The lease's SigV4 Authorization header is the one botocore computes."""
+        import botocore.auth  # type: ignore[import-untyped]
+        import botocore.awsrequest  # type: ignore[import-untyped]
+        import botocore.credentials  # type: ignore[import-untyped]
+
+        now = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)
+        environ = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret/key+1"}
+        client = S3Client("s3://bucket/some prefix/x?region=eu-west-1", environ)
+        url = client.key_url("central.lease")
+        body = b'{"holder": "h"}' if method == "PUT" else b""
+        ours = client.sign(method, url, body, now)
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+        request = botocore.awsrequest.AWSRequest(
+            method=method,
+            url=url,
+            data=body,
+            headers={k: v for k, v in ours.items() if k != "authorization"},
+        )
+        credentials = botocore.credentials.Credentials("AKIDEXAMPLE", "secret/key+1")
+        botocore.auth.S3SigV4Auth(credentials, "s3", "eu-west-1").add_auth(request)
+        assert request.headers["Authorization"] == ours["authorization"]
