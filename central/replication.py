@@ -303,14 +303,18 @@ async def restore_ctx(app: web.Application) -> AsyncIterator[None]:
         reachable = False
     app[_LEASE] = lease
     try:
+        restored: set[str] = set()
         for name in DB_NAMES:
             path = _db_path(config, name)
             if path.exists():
                 continue
             url = replica_url(config.replica_url, name)
             if await restore_db(binary, url, path, env):
+                restored.add(name)
                 log.info("restored %s from %s", path, url)
-        if reachable:
+        if "registry" in restored:
+            pass  # just restored from the replica: it cannot be older than it
+        elif reachable:
             positions = await check_not_stale(config, binary, env)
             if positions is not None:
                 log.info("local revision %d, replica revision %d", *positions)
