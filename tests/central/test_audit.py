@@ -173,3 +173,48 @@ class TestTampering:
             tamper(reg.config.registry_db, "DELETE FROM events WHERE revision >= 2")
             result = await reg.verify_audit()
         assert (False, 2, 1) == (result["ok"], result["first_bad_revision"], result["checked"])
+
+    async def test_bytes_that_are_not_utf8_are_named(self, populated: Path) -> None:
+        """A column rewritten with bytes that are not UTF-8 fails at that revision."""
+        tamper(populated, "UPDATE events SET actor = CAST(X'FF41' AS TEXT) WHERE revision = 3")
+        assert 3 == (await verify(populated))["first_bad_revision"]
+
+
+class TestChunks:
+    @pytest.mark.parametrize("limit", [1, 3, 4, EVENTS, 100])
+    def test_chunked_answer_equals_whole(self, populated: Path, limit: int) -> None:
+        """Verifying in chunks of any size gives the same answer as in one pass."""
+        conn = sqlite3.connect(populated)
+        try:
+            whole = audit.verify(conn)
+            verifier = audit.Verifier()
+            while (chunked := verifier.step(conn, limit)) is None:
+                pass
+        finally:
+            conn.close()
+        assert whole == chunked
+
+    @pytest.mark.parametrize("bad", [3, 4, 5])
+    def test_tampering_at_a_chunk_boundary(self, populated: Path, bad: int) -> None:
+        """A row edited just before, at or after a chunk boundary is named."""
+        tamper(populated, "UPDATE events SET actor = 'mallory' WHERE revision = ?", bad)
+        conn = sqlite3.connect(populated)
+        try:
+            verifier = audit.Verifier()
+            while (result := verifier.step(conn, 4)) is None:
+                pass
+        finally:
+            conn.close()
+        assert (False, bad) == (result["ok"], result["first_bad_revision"])
+
+    def test_deleted_first_row_of_a_chunk(self, populated: Path) -> None:
+        """A gap exactly at a chunk boundary names the missing revision."""
+        tamper(populated, "DELETE FROM events WHERE revision = 5")
+        conn = sqlite3.connect(populated)
+        try:
+            verifier = audit.Verifier()
+            while (result := verifier.step(conn, 4)) is None:
+                pass
+        finally:
+            conn.close()
+        assert 5 == result["first_bad_revision"]
