@@ -9,8 +9,9 @@
   the new revision is served, and the lookup latency during that window beside the latency
   before it (no lookup may wait for the load).
 * **cold start**: ``reg sidecar run`` on a data directory holding a 100k-version local copy and
-  an unreachable replica: seconds from spawn to the first answered resolve; median of
-  ``--starts``.
+  an unreachable replica: seconds from spawn to the socket answering and to the first answered
+  resolve, for the first start on a freshly installed copy and for ``--starts`` restarts on the
+  same data directory (median).
 * **RSS**: ``VmRSS`` / ``VmHWM`` of that sidecar with the index loaded, beside a sidecar with a
   10-version registry (the interpreter's floor).
 
@@ -73,14 +74,15 @@ def _incremental_times(db: BuiltRegistry, loads: int) -> list[float]:
     return out
 
 
-def _cold_start(tmp: Path, db: BuiltRegistry) -> tuple[float, dict[str, int]]:
-    """Seconds from spawn to the first answered resolve, and the RSS once answering."""
-    install_local_copy(db.path, tmp / "sidecar")
+def _time_start(tmp: Path, model: str) -> tuple[float, float, dict[str, int]]:
+    """Start a sidecar on ``tmp/sidecar``: seconds from spawn to its socket answering ``ping``,
+    to the first answered resolve, and its RSS once answering."""
     proc, socket_path = start_sidecar(tmp, wait_ready=False)
     try:
-        model = db.model_name(0)
         client = Client(socket_path, connect_deadline_s=120.0, timeout_s=30.0)
         with client:
+            client.ping()
+            pinged = time.monotonic() - proc.started
             while True:
                 try:
                     client.resolve(model, "production")
@@ -92,9 +94,19 @@ def _cold_start(tmp: Path, db: BuiltRegistry) -> tuple[float, dict[str, int]]:
             answered = time.monotonic() - proc.started
         wait_sidecar_ready(proc, socket_path)
         time.sleep(0.5)  # let the allocator settle before reading RSS
-        return answered, rss_kb(proc.pid)
+        return pinged, answered, rss_kb(proc.pid)
     finally:
         proc.stop()
+
+
+def _cold_starts(
+    tmp: Path, db: BuiltRegistry, starts: int
+) -> tuple[tuple[float, float, dict[str, int]], list[tuple[float, float, dict[str, int]]]]:
+    """The first start on a freshly installed local copy, then ``starts`` restarts on the same
+    data directory (what a node reboot or a sidecar upgrade does)."""
+    install_local_copy(db.path, tmp / "sidecar")
+    first = _time_start(tmp, db.model_name(0))
+    return first, [_time_start(tmp, db.model_name(0)) for _ in range(starts)]
 
 
 def _reload_under_traffic(tmp: Path, db: BuiltRegistry) -> dict[str, Any]:
@@ -145,16 +157,15 @@ def run(
         load_s = _load_times(db, loads)
         incremental_s = _incremental_times(db, loads)
         reload = _reload_under_traffic(tmp / "r", db)
-        colds = []
-        for i in range(starts):
-            colds.append(_cold_start(tmp / f"c{i}", db))
-        _, floor = _cold_start(tmp / "floor", small)
+        first, colds = _cold_starts(tmp / "c", db, starts)
+        _, _, floor = _cold_starts(tmp / "floor", small, 0)[0]
     n = f"{db.versions:,} versions"
     load_median = statistics.median(load_s)
     incremental_median = statistics.median(incremental_s)
-    cold_median = statistics.median(c[0] for c in colds)
-    rss = max(c[1]["VmRSS"] for c in colds) / 1024
-    hwm = max(c[1]["VmHWM"] for c in colds) / 1024
+    cold_median = statistics.median(c[1] for c in colds)
+    ping_median = statistics.median(c[0] for c in colds)
+    rss = max(c[2]["VmRSS"] for c in [first, *colds]) / 1024
+    hwm = max(c[2]["VmHWM"] for c in [first, *colds]) / 1024
     floor_rss = floor["VmRSS"] / 1024
     return [
         Row(
@@ -192,10 +203,17 @@ def run(
             extra=reload,
         ),
         Row(
-            name=f"cold start from local copy ({n})",
+            name=f"first start on a fresh local copy ({n})",
+            value=f"socket answering after {first[0]:.2f} s, first resolve after {first[1]:.2f} s",
+            target="≤ 1 s",
+            met=first[1] <= 1.0,
+        ),
+        Row(
+            name=f"cold restart from its local copy ({n})",
             value=(
-                f"first answer after median {cold_median:.2f} s "
-                f"({', '.join(f'{c[0]:.2f}' for c in colds)})"
+                f"first resolve after median {cold_median:.2f} s "
+                f"({', '.join(f'{c[1]:.2f}' for c in colds)}); socket answering after median "
+                f"{ping_median:.2f} s"
             ),
             target="≤ 1 s",
             met=cold_median <= 1.0,

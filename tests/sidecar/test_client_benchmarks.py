@@ -34,6 +34,6 @@ class TestHarnesses:
     def test_index(self) -> None:
         """Load, reload under traffic, cold start and RSS are all measured."""
         rows = bench_sidecar_index.run(models=3, versions_per_model=4, loads=1, starts=1)
-        assert 5 == len(rows)
+        assert 6 == len(rows)
         assert rows[2].extra["during_n"] >= 1
         assert "| sidecar RSS (12 versions) |" in markdown(rows)
