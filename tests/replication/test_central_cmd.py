@@ -1,0 +1,79 @@
+"""``reg central serve`` and ``reg central status`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.procs import BIN_DIR, CentralProc, free_port, start_central
+
+pytestmark = pytest.mark.integration
+
+
+def reg(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN_DIR / "reg"), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+class TestStatus:
+    def test_status_shows_replication(self, central: CentralProc) -> None:
+        """--json status carries the revision and the replication state of /healthz."""
+        result = reg("--central", central.url, "--json", "central", "status")
+        assert 0 == result.returncode, result.stderr
+        health = json.loads(result.stdout)
+        expected = f"file://{central.data_dir.resolve()}/replica"
+        assert ("ok", expected) == (health["status"], health["replication"]["url"])
+
+    def test_status_text_names_the_replica(self, central: CentralProc) -> None:
+        """The text form lists the replica URL and litestream's state."""
+        result = reg("--central", central.url, "central", "status")
+        assert 0 == result.returncode, result.stderr
+        assert "replica:" in result.stdout and "litestream:" in result.stdout
+
+    def test_unreachable_central_exits_5(self) -> None:
+        """A central that does not answer gives exit code 5 and one line on stderr."""
+        result = reg("--central", f"http://127.0.0.1:{free_port()}", "central", "status")
+        assert 5 == result.returncode
+        assert 1 == len(result.stderr.strip().splitlines())
+
+
+class TestServe:
+    def test_prints_url_and_token_file(self, central: CentralProc) -> None:
+        """serve prints one line with its URL and the admin token file."""
+        token_file = central.data_dir.resolve() / "admin.token"
+        expected = f"central listening on {central.url} (admin token in {token_file})"
+        assert expected in central.log().splitlines()
+
+    def test_replica_none_disables_replication(self, tmp_path: Path) -> None:
+        """--replica none serves without litestream: /healthz says replication is null."""
+        central = start_central(tmp_path / "data", "none")
+        try:
+            assert None is central.healthz()["replication"]
+        finally:
+            assert 0 == central.stop()
+
+    def test_bad_replica_url_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
+        """An unsupported replica URL is refused with one line, before anything is served."""
+        result = reg(
+            "central",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--replica",
+            "ftp://host/x",
+        )
+        assert 1 == result.returncode
+        assert "Error: replication: replica URL 'ftp://host/x'" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_bad_listen_is_a_usage_error(self, tmp_path: Path) -> None:
+        """A --listen without a port is a usage error (exit 2) naming the setting."""
+        result = reg("central", "serve", "--data-dir", str(tmp_path), "--listen", "localhost")
+        assert 2 == result.returncode
+        assert "listen" in result.stderr
