@@ -97,17 +97,21 @@ class Verifier:
 
     def step(self, conn: sqlite3.Connection, limit: int = CHUNK_ROWS) -> dict[str, Any] | None:
         """Check up to ``limit`` more rows; the result when done (or broken), else None."""
-        factory = conn.text_factory
-        # Bytes that are not UTF-8 (a hand-edited row) must name their row, not stop the check.
-        conn.text_factory = _lenient_text
+        query = (
+            "SELECT revision, at, actor, action, subject, details, prev_hash, hash"
+            " FROM events WHERE revision > ? ORDER BY revision LIMIT ?"
+        )
         try:
-            rows = conn.execute(
-                "SELECT revision, at, actor, action, subject, details, prev_hash, hash"
-                " FROM events WHERE revision > ? ORDER BY revision LIMIT ?",
-                (self.last, limit),
-            ).fetchall()
-        finally:
-            conn.text_factory = factory
+            rows = conn.execute(query, (self.last, limit)).fetchall()
+        except sqlite3.OperationalError:
+            # Bytes that are not UTF-8 (a hand-edited row) must name their row, not stop the
+            # check: read this chunk again, keeping undecodable bytes as surrogates.
+            factory = conn.text_factory
+            conn.text_factory = _lenient_text
+            try:
+                rows = conn.execute(query, (self.last, limit)).fetchall()
+            finally:
+                conn.text_factory = factory
         for row in rows:
             self.checked += 1
             expected = self.last + 1
@@ -162,7 +166,14 @@ def _check_row(expected_revision: int, prev_hash: str, row: tuple[Any, ...]) -> 
         return f"revision out of sequence (expected {expected_revision})"
     if row_prev != prev_hash:
         return "prev_hash does not match the previous event's hash"
-    if not all(isinstance(v, str) for v in (at, actor, action, subject, details, row_hash)):
+    if not (
+        type(at) is str
+        and type(actor) is str
+        and type(action) is str
+        and type(subject) is str
+        and type(details) is str
+        and type(row_hash) is str
+    ):
         return "a column holds a value of the wrong type"
     try:
         digest = _hash(prev_hash, revision, at, actor, action, subject, details)
