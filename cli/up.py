@@ -14,6 +14,7 @@ is killed outright.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -49,6 +50,8 @@ DEFAULT_READY_TIMEOUT_S = 60.0
 #: Seconds a child gets after SIGTERM before SIGKILL; central flushes replication meanwhile.
 SIDECAR_STOP_TIMEOUT_S = 5.0
 CENTRAL_STOP_TIMEOUT_S = 15.0
+#: Seconds left-over processes in a stopped child's process group get after SIGTERM.
+_GROUP_STOP_TIMEOUT_S = 5.0
 #: Lock file inside the data directory; holds the PID of the ``reg up`` that owns it.
 LOCK_NAME = "up.lock"
 #: Seconds between readiness probes and between child liveness checks.
@@ -56,6 +59,7 @@ _POLL_S = 0.1
 #: Lines of a child's log shown when it fails to start.
 _LOG_TAIL_LINES = 20
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _REG_MAIN = "import sys; sys.argv[0] = 'reg'; from cli.main import main; main()"
 
 
@@ -114,6 +118,69 @@ def _set_parent_death_signal() -> None:
         return
 
 
+def _become_subreaper() -> bool:
+    """Adopt our children's orphans (Linux): if a child dies abruptly and leaves a process of
+    its own (a litestream) running, that process is re-parented to ``reg up``, which stops it.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _adopted(started: set[int]) -> list[int]:
+    """PIDs whose parent is this process, other than the ``started`` children: adopted orphans."""
+    me = os.getpid()
+    found: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) in started:
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
+            found.append(int(entry))
+    return found
+
+
+def stop_adopted(started: set[int], hurry: threading.Event | None = None) -> list[int]:
+    """SIGTERM every adopted orphan, reap it, SIGKILL what is left after a grace period.
+
+    Returns the PIDs it stopped.
+    """
+    pending = _adopted(started)
+    stopped = list(pending)
+    for pid in pending:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + _GROUP_STOP_TIMEOUT_S
+    while pending:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.remove(pid)
+        if not pending:
+            break
+        if time.monotonic() > deadline or (hurry is not None and hurry.is_set()):
+            for pid in pending:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            break
+        time.sleep(_POLL_S)
+    return stopped
+
+
 @dataclass
 class Child:
     """One started process: its name, argv, log file and ``Popen`` handle."""
@@ -164,7 +231,30 @@ class Child:
                     break
                 time.sleep(_POLL_S)
             self.proc.wait()
+        self._stop_group(hurry)
         return self.proc.returncode
+
+    def _stop_group(self, hurry: threading.Event | None) -> None:
+        """Stop what the child left behind in its process group (a litestream it started).
+
+        The child leads its own session and group (``start_new_session``), so its group ID is
+        its PID; a child that dies abruptly may leave its own children running there.
+        """
+        assert self.proc is not None
+        group = self.proc.pid
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing left
+        deadline = time.monotonic() + _GROUP_STOP_TIMEOUT_S
+        while time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
+            try:
+                os.killpg(group, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(_POLL_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
     def log_tail(self) -> str:
         try:
@@ -414,6 +504,7 @@ def run_stack(
     """Bring the stack up, run until a signal or a child dies, stop it; return the exit code."""
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(layout.data_dir)
+    _become_subreaper()
     central = Child(
         "central", layout.central_argv(), layout.log_dir / "central.log", CENTRAL_STOP_TIMEOUT_S
     )
@@ -463,6 +554,9 @@ def run_stack(
                 if child.proc is not None:
                     code = child.stop(signals.hurry)
                     say(f"stopped {child.name} (pid {child.pid}, exit code {code})")
+            started = {child.pid for child in (sidecar, central) if child.pid is not None}
+            for pid in stop_adopted(started, signals.hurry):
+                say(f"stopped pid {pid}, left behind by a child that died")
             lock.close()
     if exit_code == 0:
         say(f"stopped; the data stays in {_relative(layout.data_dir)}")

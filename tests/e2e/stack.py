@@ -8,6 +8,7 @@ the sidecar quickly. :meth:`UpProc.stop` sends SIGINT, like Ctrl-C, then waits, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -76,6 +77,12 @@ class UpProc:
 
     def output(self) -> str:
         return self.out_path.read_text(errors="replace")
+
+    def child_pid(self, name: str) -> int:
+        """The PID reg up printed for its child ``name`` (``central`` or ``sidecar``)."""
+        found = re.search(rf"starting {name} \(pid (\d+)\)", self.output())
+        assert found is not None, f"no pid of {name} in:\n{self.output()}"
+        return int(found.group(1))
 
     def env(self) -> dict[str, str]:
         """The environment a user's second terminal would have: venv first, this stack's URL."""

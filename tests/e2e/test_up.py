@@ -199,6 +199,24 @@ class TestStop:
 
 @pytest.mark.integration
 @pytest.mark.slow
+class TestChildDies:
+    def test_a_dying_sidecar_stops_the_stack_with_its_log(self, workdir: Path) -> None:
+        """When the sidecar is killed, reg up says so with its log, stops central and exits 5."""
+        up = start_up(workdir)
+        try:
+            tree = process_tree(up.pid)
+            sidecar_pid = up.child_pid("sidecar")
+            assert sidecar_pid in tree
+            os.kill(sidecar_pid, signal.SIGKILL)
+            assert 5 == up.proc.wait(30)
+        finally:
+            up.stop()
+        assert f"sidecar (pid {sidecar_pid}) exited with code -9" in up.output()
+        wait_for(lambda: not (tree & set(live_pids())), timeout=30, what="no process left")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 class TestDemo:
     def test_demo_registers_approves_promotes_and_a_second_run_adds_nothing(
         self, workdir: Path
