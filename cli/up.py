@@ -9,7 +9,8 @@ running it again resumes where it stopped.
 
 The children run in their own sessions (the terminal's Ctrl-C reaches only ``reg up``, which
 then stops them in order) with a parent-death signal, so they do not outlive a ``reg up`` that
-is killed outright.
+is killed outright. ``reg up`` is also a child subreaper: what a child leaves behind when it
+dies abruptly (its own litestream child) is re-parented to ``reg up`` and stopped with the rest.
 """
 
 from __future__ import annotations
