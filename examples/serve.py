@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import sys
 import threading
 from collections.abc import Mapping
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     server = ThreadingHTTPServer((args.host, args.port), make_handler(holder))
     log(f"listening on http://{args.host}:{server.server_address[1]}")
+    # SIGTERM (an orchestrator stopping us): finish the requests in flight, then exit.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:

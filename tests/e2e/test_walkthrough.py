@@ -271,3 +271,4 @@ class TestServeExample:
         wait_for(lambda: f"refused churn v{v3}" in log.read_text(), timeout=30, what="refusal")
         assert serving(v2)
         assert not list((walk.workdir / "cache").glob(f"churn-v{v3}-*"))
+        assert 0 == stop_process(serve)  # SIGTERM: a clean exit
