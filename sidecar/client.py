@@ -89,13 +89,17 @@ def _set_kernel_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
+class _Garbled(Unavailable):
+    """An answer that is not what the protocol says: the connection must not be reused."""
+
+
 def _unpack(body: bytes | memoryview) -> dict[str, Any]:
     try:
         answer = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise Unavailable("the sidecar sent an answer that is not msgpack") from None
+        raise _Garbled("the sidecar sent an answer that is not msgpack") from None
     if not isinstance(answer, dict):
-        raise Unavailable("the sidecar sent an answer that is not a map")
+        raise _Garbled("the sidecar sent an answer that is not a map")
     return answer
 
 
@@ -193,9 +197,59 @@ class ResolvedModel:
             )
             return obj
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise Unavailable(
-                "the sidecar sent a resolve answer without a version record"
-            ) from None
+            raise _Garbled("the sidecar sent a resolve answer without a version record") from None
+
+
+def _ok_answer(body: bytes | memoryview) -> dict[str, Any]:
+    """The decoded answer if it is ``ok``; else raise the error class it carries."""
+    answer = _unpack(body)
+    if answer.get("ok") is not True:
+        raise from_body(answer, 500)
+    return answer
+
+
+class _AnswerCache:
+    """Decoded resolve answers by request frame, so asking the same ``model@ref`` again costs
+    a byte comparison instead of a decode.
+
+    The sidecar pre-encodes each answer and appends only ``age_ms`` per request (DESIGN.md):
+    an answer whose bytes equal the cached one's up to a trailing integer is the same record
+    at the same revision with a new age. Anything else (a new revision, another layout, an
+    error) is decoded in full. Bounded; emptied when full.
+    """
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._items: dict[bytes, tuple[bytes, ResolvedModel]] = {}
+
+    def record(self, frame: bytes, body: bytes | memoryview) -> ResolvedModel:
+        """The record ``body`` answers to ``frame``; raises the error class of an error answer
+        and ``Unavailable`` for one that is not msgpack."""
+        hit = self._items.get(frame)
+        if hit is not None:
+            prefix, cached = hit
+            cut = len(prefix)
+            if 0 < len(body) - cut <= 9 and body[:cut] == prefix:
+                try:
+                    age = msgpack.unpackb(body[cut:])
+                except (ValueError, msgpack.ExtraData, msgpack.FormatError):
+                    age = None
+                if type(age) is int:
+                    fresh = _new(ResolvedModel)
+                    fresh.__dict__.update(cached.__dict__)
+                    fresh.__dict__["age_ms"] = age
+                    return fresh
+        answer = _ok_answer(body)
+        record = ResolvedModel.from_answer(answer)
+        age = answer.get("age_ms")
+        if type(age) is int:
+            tail = msgpack.packb(age)
+            if bytes(body[-len(tail) :]) == tail:
+                if len(self._items) >= self.MAX_ENTRIES:
+                    self._items.clear()
+                self._items[frame] = (bytes(body[: -len(tail)]), record)
+        return record
 
 
 def _result(answer: Mapping[str, Any]) -> Any:
@@ -307,6 +361,7 @@ class Client:
         self.connect_deadline_s = connect_deadline_s
         self._sock: socket.socket | None = None
         self._buf = bytearray()
+        self._answers = _AnswerCache()
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close(): running watches stop
         self._watch_socks: set[socket.socket] = set()
@@ -356,9 +411,14 @@ class Client:
         Raises ``ModelNotFound``, ``VersionNotFound``, ``AliasNotFound``, ``NotReady``,
         ``InvalidRequest`` or ``Unavailable``.
         """
-        request = _resolve_request(model, ref, min_revision, wait_ms)
-        extra_s = (wait_ms or 0) / 1000
-        return ResolvedModel.from_answer(self._call(request, extra_s))
+        frame = _resolve_request(model, ref, min_revision, wait_ms)
+        body = self._roundtrip(frame, (wait_ms or 0) / 1000)
+        try:
+            return self._answers.record(frame, body)
+        except _Garbled:
+            with self._lock:
+                self._drop()
+            raise
 
     def get(self, model: str) -> dict[str, Any]:
         """The model as the sidecar indexed it (aliases, latest). Raises ``ModelNotFound``."""
@@ -440,8 +500,18 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _call(self, request: Mapping[str, Any] | bytes, extra_s: float = 0.0) -> dict[str, Any]:
-        frame = request if isinstance(request, bytes) else encode_frame(request)
+    def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
+        """Send ``request``, return the decoded ``ok`` answer or raise its error class."""
+        body = self._roundtrip(encode_frame(request), extra_s)
+        try:
+            return _ok_answer(body)
+        except _Garbled:
+            with self._lock:
+                self._drop()  # the stream cannot be trusted any more
+            raise
+
+    def _roundtrip(self, frame: bytes, extra_s: float = 0.0) -> bytes | memoryview:
+        """Send one request frame on the reused connection; return the answer frame's body."""
         with self._lock:
             for attempt in (1, 2):
                 fresh = self._sock is None
@@ -452,7 +522,7 @@ class Client:
                     if extra_s:
                         _set_kernel_timeout(sock, self.timeout_s + extra_s)
                     sock.sendall(frame)
-                    answer = _unpack(self._read_frame(sock, self._buf))
+                    body = self._read_frame(sock, self._buf)
                     if extra_s:
                         _set_kernel_timeout(sock, self.timeout_s)
                 except (TimeoutError, BlockingIOError):
@@ -478,9 +548,7 @@ class Client:
                     # answer to the next call on this connection.
                     self._drop()
                     raise
-                if answer.get("ok") is not True:
-                    raise from_body(answer, 500)
-                return answer
+                return body
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connect(self, path: str) -> socket.socket:
@@ -561,6 +629,7 @@ class AsyncClient:
         self.connect_deadline_s = connect_deadline_s
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock: asyncio.Lock | None = None
+        self._answers = _AnswerCache()
         self._generation = 0  # bumped by aclose(): running watches stop
         self._watch_writers: set[asyncio.StreamWriter] = set()
 
@@ -605,9 +674,13 @@ class AsyncClient:
         wait_ms: int | None = None,
     ) -> ResolvedModel:
         """See :meth:`Client.resolve`."""
-        request = _resolve_request(model, ref, min_revision, wait_ms)
-        answer = await self._call(request, (wait_ms or 0) / 1000)
-        return ResolvedModel.from_answer(answer)
+        frame = _resolve_request(model, ref, min_revision, wait_ms)
+        body = await self._roundtrip(frame, (wait_ms or 0) / 1000)
+        try:
+            return self._answers.record(frame, body)
+        except _Garbled:
+            await self._drop()
+            raise
 
     async def get(self, model: str) -> dict[str, Any]:
         """See :meth:`Client.get`."""
@@ -676,12 +749,19 @@ class AsyncClient:
                 writer.close()
             await asyncio.sleep(backoff.next_delay() or 0.0)
 
-    async def _call(
-        self, request: Mapping[str, Any] | bytes, extra_s: float = 0.0
-    ) -> dict[str, Any]:
+    async def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
+        """See :meth:`Client._call`."""
+        body = await self._roundtrip(encode_frame(request), extra_s)
+        try:
+            return _ok_answer(body)
+        except _Garbled:
+            await self._drop()
+            raise
+
+    async def _roundtrip(self, frame: bytes, extra_s: float = 0.0) -> bytes:
+        """See :meth:`Client._roundtrip`."""
         if self._lock is None:
             self._lock = asyncio.Lock()
-        frame = request if isinstance(request, bytes) else encode_frame(request)
         async with self._lock:
             for attempt in (1, 2):
                 fresh = self._conn is None
@@ -692,7 +772,7 @@ class AsyncClient:
                     writer.write(frame)
                     await writer.drain()
                     async with asyncio.timeout(self.timeout_s + extra_s):
-                        answer = _unpack(await self._read_frame(reader))
+                        body = await self._read_frame(reader)
                 except TimeoutError:
                     await self._drop()
                     raise Unavailable(
@@ -716,9 +796,7 @@ class AsyncClient:
                     # next call on this connection.
                     self._forget()
                     raise
-                if answer.get("ok") is not True:
-                    raise from_body(answer, 500)
-                return answer
+                return body
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect(self, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

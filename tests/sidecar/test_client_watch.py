@@ -12,6 +12,7 @@ import queue
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,21 @@ class TestWatchLocalCopy:
         promote_in_copy(copy, "fraud", "production", 1)
         assert 1 == watcher.next().version
         watcher.stop()
+
+    def test_repeated_resolve_sees_the_promotion(
+        self, copy_sidecar: tuple[SidecarProc, Path]
+    ) -> None:
+        """A resolve asked again and again answers the new version once it is promoted."""
+        sidecar, copy = copy_sidecar
+        with Client(sidecar.socket) as reg:
+            before = reg.resolve("fraud", "production")
+            revision = promote_in_copy(copy, "fraud", "production", 2)
+            deadline = time.monotonic() + CHANGE_DEADLINE_S
+            after = reg.resolve("fraud", "production")
+            while after.revision < revision and time.monotonic() < deadline:
+                time.sleep(0.01)
+                after = reg.resolve("fraud", "production")
+        assert (1, 2, revision) == (before.version, after.version, after.revision)
 
     def test_min_revision_waits_for_the_change(
         self, copy_sidecar: tuple[SidecarProc, Path]
