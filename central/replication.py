@@ -68,6 +68,9 @@ FIRST_BACKOFF_S = 0.5
 HEALTHY_RUN_S = 30.0
 #: How long a graceful stop waits for litestream's final sync, in seconds.
 STOP_TIMEOUT_S = 20.0
+#: The same when the store looks down (unshipped changes, no upload for UNHEALTHY_AFTER_S).
+UNHEALTHY_STOP_TIMEOUT_S = 5.0
+UNHEALTHY_AFTER_S = 5.0
 #: Timeout of one restore (or the stale check's restore), in seconds.
 RESTORE_TIMEOUT_S = 300.0
 CONFIG_NAME = ".litestream.yml"
@@ -544,14 +547,17 @@ class Replicator:
         """
         self._stopping = True
         self._stop_requested.set()
+        # Against a store that stopped answering litestream retries for minutes: do not make
+        # the shutdown wait for it (the writes stay local and ship on the next start).
+        timeout = UNHEALTHY_STOP_TIMEOUT_S if self._store_unhealthy() else STOP_TIMEOUT_S
         proc = self._proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+                await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
-                log.error("litestream: no exit %s s after SIGTERM; killing it", STOP_TIMEOUT_S)
+                log.error("litestream: no exit %s s after SIGTERM; killing it", timeout)
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
@@ -562,23 +568,40 @@ class Replicator:
                 self._task.cancel()
             self._task = None
         if not self._in_sync():
-            await self._sync_once()
+            await self._sync_once(timeout)
         log.info("litestream: stopped")
+
+    def _store_unhealthy(self) -> bool:
+        """True when a database has unshipped changes and nothing was uploaded for a while."""
+        quiet_s = max(UNHEALTHY_AFTER_S, 5 * self._config.sync_interval_s)
+        now = time.time()
+        return any(
+            (state.as_dict()["lag"] or 0) > 0
+            and (state.last_sync_at is None or now - state.last_sync_at > quiet_s)
+            for state in self._dbs.values()
+        )
 
     def _in_sync(self) -> bool:
         return all(
             s.local_txid is not None and s.replica_txid == s.local_txid for s in self._dbs.values()
         )
 
-    async def _sync_once(self) -> None:
+    async def _sync_once(self, timeout: float) -> None:
         try:
             binary = litestream_path(self._config)
             code, out = await _run(
                 [binary, "replicate", "-once", "-no-expand-env", "-config", str(self.config_path)],
                 litestream_env(self._environ),
-                STOP_TIMEOUT_S,
+                timeout,
             )
-        except (ReplicationError, OSError, TimeoutError) as exc:
+        except TimeoutError:
+            log.error(
+                "litestream: final sync gave no answer within %s s; the unshipped writes are "
+                "in the local database and ship on the next start",
+                timeout,
+            )
+            return
+        except (ReplicationError, OSError) as exc:
             log.error("litestream: final sync failed: %s", exc)
             return
         for line in out.splitlines():
