@@ -102,6 +102,9 @@ def litestream_path(config: CentralConfig) -> str:
     if not candidate or not os.access(candidate, os.X_OK):
         where = f" at {candidate}" if candidate else " beside python or on PATH"
         raise ReplicationError(f"litestream {LITESTREAM_VERSION} not found{where}: {fix}")
+    key = (candidate, os.stat(candidate).st_mtime_ns)
+    if key in _VERIFIED:
+        return candidate
     try:
         result = subprocess.run(
             [candidate, "version"], capture_output=True, text=True, timeout=10, check=False
@@ -114,7 +117,12 @@ def litestream_path(config: CentralConfig) -> str:
             f"{candidate} is litestream {version or '(unknown)'}, central needs "
             f"{LITESTREAM_VERSION} (follow-mode behaviour differs between versions): {fix}"
         )
+    _VERIFIED.add(key)
     return candidate
+
+
+#: Binaries (path, mtime) whose version was checked: `litestream version` runs once each.
+_VERIFIED: set[tuple[str, int]] = set()
 
 
 def litestream_env(environ: Mapping[str, str]) -> dict[str, str]:
