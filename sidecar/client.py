@@ -23,7 +23,9 @@ How it fails, so serving code can decide what to do:
   a reused connection (the sidecar restarted since) is sent once more on a fresh one.
 
 One connection is opened on first use and reused by every call; a lock makes a :class:`Client`
-safe to share between threads (calls are serialised). ``watch`` uses a connection of its own.
+safe to share between threads (calls are serialised), and a forked child (pre-fork servers)
+opens its own connection instead of sharing its parent's. ``watch`` uses a connection of its
+own.
 Constructors do no I/O. The socket path defaults to :data:`DEFAULT_SOCKET_PATH`; reading
 ``REG_SOCKET`` is the entry point's business (the ``reg`` command does it), never this module's.
 """
@@ -33,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import random
 import socket
 import struct
 import threading
 import time
+import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,6 +344,19 @@ def _is_retryable(exc: OSError) -> bool:
     )
 
 
+#: Every live Client, so that a forked child (pre-fork servers: gunicorn, uwsgi) starts with
+#: fresh connections and locks instead of sharing its parent's socket.
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Client:
     """Blocking client for one sidecar socket; see the module docstring for how it fails.
 
@@ -365,6 +382,7 @@ class Client:
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close(): running watches stop
         self._watch_socks: set[socket.socket] = set()
+        _CLIENTS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -388,6 +406,18 @@ class Client:
         for sock in list(self._watch_socks):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: never touch the parent's connections, locks or watches."""
+        self._lock = threading.Lock()
+        if self._sock is not None:
+            self._sock.close()  # the child's copy of the descriptor only
+            self._sock = None
+        self._buf.clear()
+        self._generation += 1
+        for sock in list(self._watch_socks):
+            sock.close()
+        self._watch_socks.clear()
 
     def _drop(self) -> None:
         if self._sock is not None:

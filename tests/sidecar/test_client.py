@@ -119,6 +119,35 @@ class TestResolve:
         assert before == connections_accepted(offline_sidecar)
 
 
+class TestFork:
+    def test_a_forked_child_uses_its_own_connection(
+        self, client: Client, offline_sidecar: SidecarProc
+    ) -> None:
+        """After fork, parent and child each get their own answers on their own connection."""
+        import os
+
+        assert 1 == client.resolve("fraud", "production").version  # the parent's connection
+        before = connections_accepted(offline_sidecar)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: answer through the pipe, never return into pytest
+            code = 1
+            try:
+                os.close(read_end)
+                version = client.resolve("fraud", "canary").version
+                os.write(write_end, str(version).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            child_answer = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert 2 == client.resolve("fraud", "2").version
+        assert (0, b"2") == (os.waitstatus_to_exitcode(status), child_answer)
+        assert before + 1 == connections_accepted(offline_sidecar)
+
+
 class TestErrors:
     def test_missing_model_alias_version(self, client: Client) -> None:
         """Each kind of miss raises its own class, with the identifying fields."""
