@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from central.errors import (
     VersionNotFound,
 )
 from sidecar.client import AsyncClient, Client, Lineage, ResolvedModel
+from sidecar.protocol import FrameDecoder, encode_frame
 from tests.sidecar.conftest import sample_registry, seed_copy
 from tests.sidecar.helpers import SidecarProc, http_get, short_dir, start_sidecar
 
@@ -34,6 +36,26 @@ def connections_accepted(sidecar: SidecarProc) -> int:
         if line.startswith("reg_sidecar_connections_total "):
             return int(float(line.split()[1]))
     raise AssertionError("no reg_sidecar_connections_total in /metrics")
+
+
+def answer_pings(server: socket.socket, stop: threading.Event) -> None:
+    """A stand-in server: accept every connection, answer each frame with ``pong``."""
+    server.settimeout(0.05)
+    while not stop.is_set():
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        threading.Thread(target=_pong, args=(conn,), daemon=True).start()
+
+
+def _pong(conn: socket.socket) -> None:
+    with conn:
+        decoder = FrameDecoder()
+        while chunk := conn.recv(65536):
+            decoder.feed(chunk)
+            for _ in decoder:
+                conn.sendall(encode_frame({"ok": True, "result": "pong", "revision": 0}))
 
 
 @pytest.fixture
@@ -197,6 +219,39 @@ class TestUnavailable:
         with pytest.raises(Unavailable):
             Client(path, connect_deadline_s=0.2).ping()
         assert "not a socket" == path.read_text()
+
+    def test_full_backlog_is_retried_until_accepted(self) -> None:
+        """A busy socket (listen backlog full: EAGAIN) is retried; Unavailable at the deadline,
+        an answer once the server accepts again."""
+        sock_dir = short_dir()
+        path = sock_dir / "busy.sock"
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fillers: list[socket.socket] = []
+        stop = threading.Event()
+        thread = threading.Thread(target=answer_pings, args=(server, stop), daemon=True)
+        try:
+            server.bind(str(path))
+            server.listen(0)
+            while True:  # queue connections nobody accepts until the kernel refuses more
+                filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                filler.setblocking(False)
+                fillers.append(filler)
+                if filler.connect_ex(str(path)) != 0:
+                    break
+            with pytest.raises(Unavailable) as caught:
+                Client(path, connect_deadline_s=0.2).ping()
+            assert "temporarily unavailable" in caught.value.message
+            thread.start()
+            with Client(path, connect_deadline_s=30) as reg:
+                assert "pong" == reg.ping()
+        finally:
+            stop.set()
+            for filler in fillers:
+                filler.close()
+            if thread.is_alive():
+                thread.join(10)
+            server.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
 
     def test_too_long_path_is_a_usage_error(self) -> None:
         """A path longer than a Unix socket allows is refused at once."""
