@@ -39,6 +39,7 @@ __all__ = [
     "FrameError",
     "FrameTooLarge",
     "Request",
+    "decode_payload",
     "encode_frame",
     "error_frame",
     "ok_entry",
@@ -124,14 +125,12 @@ class FrameDecoder:
             self._pos = 0
         self._buf += data
 
-    def decode(self, data: bytes) -> list[Any]:
-        """Feed ``data`` and return every value completed by it, in order: the batch form of
-        iteration, for servers (one call per read instead of one ``next()`` per frame).
+    def payloads(self, data: bytes) -> list[bytes | FrameTooLarge]:
+        """Feed ``data`` and return the payload of every frame it completes, undecoded.
 
-        A frame whose payload is not msgpack appears in the list as a :class:`BadPayload`
-        instance; an oversized length prefix appears as a :class:`FrameTooLarge` instance and
-        ends the list (the decoder must not be fed again). Exceptions are returned rather than
-        raised so that the frames before them are not lost.
+        An oversized length prefix appears as a :class:`FrameTooLarge` instance and ends the
+        list (the decoder must not be fed again). For servers that look payloads up before
+        decoding them; see :meth:`decode` for the decoded form.
         """
         buf: bytes | bytearray
         if self._pos or self._buf:
@@ -141,7 +140,7 @@ class FrameDecoder:
             buf = data
         size = len(buf)
         pos = 0
-        out: list[Any] = []
+        out: list[bytes | FrameTooLarge] = []
         limit = self.max_frame
         unpack_len = _LEN.unpack_from
         while size - pos >= 4:
@@ -153,12 +152,7 @@ class FrameDecoder:
             end = pos + 4 + length
             if end > size:
                 break
-            try:
-                out.append(_unpack(buf[pos + 4 : end]))
-            except Exception as exc:  # msgpack raises several unrelated classes
-                out.append(
-                    BadPayload(f"frame payload is not one msgpack value ({type(exc).__name__})")
-                )
+            out.append(bytes(buf[pos + 4 : end]))
             pos = end
         if buf is self._buf:
             del self._buf[:pos]
@@ -166,6 +160,19 @@ class FrameDecoder:
             self._buf += buf[pos:]
         self._pos = 0
         return out
+
+    def decode(self, data: bytes) -> list[Any]:
+        """Feed ``data`` and return every value completed by it, in order: the batch form of
+        iteration (one call per read instead of one ``next()`` per frame).
+
+        A frame whose payload is not msgpack appears in the list as a :class:`BadPayload`
+        instance; an oversized length prefix appears as a :class:`FrameTooLarge` instance and
+        ends the list (the decoder must not be fed again). Exceptions are returned rather than
+        raised so that the frames before them are not lost.
+        """
+        return [
+            p if isinstance(p, FrameTooLarge) else decode_payload(p) for p in self.payloads(data)
+        ]
 
     @property
     def pending(self) -> int:
@@ -197,6 +204,14 @@ class FrameDecoder:
             raise BadPayload(
                 f"frame payload is not one msgpack value ({type(exc).__name__})"
             ) from None
+
+
+def decode_payload(payload: bytes) -> Any:
+    """One frame's payload decoded, or a :class:`BadPayload` instance if it is not msgpack."""
+    try:
+        return _unpack(payload)
+    except Exception as exc:  # msgpack raises several unrelated classes
+        return BadPayload(f"frame payload is not one msgpack value ({type(exc).__name__})")
 
 
 @dataclass(frozen=True, slots=True)

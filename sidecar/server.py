@@ -35,6 +35,7 @@ from sidecar.protocol import (
     FrameDecoder,
     FrameError,
     FrameTooLarge,
+    decode_payload,
     error_frame,
     ok_frame,
     parse_request,
@@ -54,6 +55,8 @@ _tokens = itertools.count(1)
 _EMPTY: dict[tuple[str, str], bytes] = {}
 _LEN = struct.Struct(">I").pack
 _INT_MIN = -(2**63)
+#: Most distinct request payloads remembered for the fast path (then forgotten at once).
+_KNOWN_MAX = 16384
 _UINT_MAX = 2**64 - 1
 
 
@@ -119,8 +122,9 @@ class _Connection(asyncio.Protocol):
         # answers held back behind a request that waits for a revision
         self._queue: deque[Answer] | None = None
         self._watches: list[tuple[str, str, int]] = []
-        self.last_active = time.monotonic()
-        self.frame_started: float | None = None
+        #: perf_counter_ns of the last data, and of the first byte of an incomplete frame.
+        self.last_active = time.perf_counter_ns()
+        self.frame_started: int | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -163,10 +167,10 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         perf = time.perf_counter_ns
         started = perf()
-        now = time.monotonic()
-        self.last_active = now
+        self.last_active = started
         decoder = self._decoder
         server = self.server
+        known = server.known_requests
         node = server.node
         index = node.index
         resolve = index.resolve if index is not None else _EMPTY
@@ -174,44 +178,38 @@ class _Connection(asyncio.Protocol):
         suffix = b""  # revision pair + age pair, the same for every answer of this batch
         out: list[bytes] = []
         fast = 0
-        for obj in decoder.decode(data):
-            # Fast path, the lookup storm: a plain resolve that hits. Exactly the keys op,
-            # model, ref (+ an int or short str id), so it answers what the full path would.
-            if type(obj) is dict and self._queue is None and obj.get("op") == "resolve":
-                model = obj.get("model")
-                ref = obj.get("ref")
-                rid = obj.get("id")
-                if (
-                    type(model) is str
-                    and type(ref) is str
-                    and (
-                        (rid is None and len(obj) == 3)
-                        or (
-                            len(obj) == 4
-                            and (
-                                (type(rid) is int and _INT_MIN <= rid <= _UINT_MAX)
-                                or (type(rid) is str and len(rid) <= 64)
-                            )
-                        )
-                    )
-                ):
-                    entry = resolve.get((model, ref))
-                    if entry is not None:
-                        if not suffix:
-                            suffix = tail + node.packed_age()
-                        if rid is None:
-                            body = entry + suffix
-                            out.append(_LEN(len(body) + 1) + b"\x84" + body)
-                        else:
-                            out.append(ok_frame(entry, suffix, rid))
-                        fast += 1
-                        continue
+        for payload in decoder.payloads(data):
+            # Fast path, the lookup storm: a plain resolve that hits. Its payload was seen
+            # (and validated) before, so it is answered without even decoding it.
+            hit = known.get(payload) if self._queue is None else None
+            if hit is None and type(payload) is bytes and self._queue is None:
+                hit = _plain_resolve(payload)
+                if hit is not None:
+                    if len(known) >= _KNOWN_MAX:
+                        known.clear()
+                    known[payload] = hit
+            if hit is not None:
+                entry = resolve.get(hit[0])
+                if entry is not None:
+                    if not suffix:
+                        suffix = tail + node.packed_age()
+                    if hit[1] is None:
+                        body = entry + suffix
+                        out.append(_LEN(len(body) + 1) + b"\x84" + body)
+                    else:
+                        out.append(ok_frame(entry, suffix, hit[1]))
+                    fast += 1
+                    continue
+            obj = payload if isinstance(payload, FrameTooLarge) else decode_payload(payload)
             if not self._slow(obj, out):
                 return
         if fast:
             server.metrics.observe_many("resolve", "ok", fast, (perf() - started) // fast)
         self._flush(out)
-        self.frame_started = (self.frame_started or now) if decoder.pending else None
+        if decoder.pending:
+            self.frame_started = self.frame_started or started
+        else:
+            self.frame_started = None
 
     def _slow(self, obj: Any, out: list[bytes]) -> bool:
         """Answer one decoded value the general way; False when the connection was closed."""
@@ -300,20 +298,45 @@ class _Connection(asyncio.Protocol):
             transport.close()
         self.server.metrics.observe("invalid", exc.code, 0)
 
-    def expire(self, now: float, idle_s: float, frame_s: float) -> None:
-        """Close the connection when a partial frame or idleness has lasted too long."""
+    def expire(self, now: int, idle_s: float, frame_s: float) -> None:
+        """Close the connection when a partial frame or idleness has lasted too long.
+
+        ``now`` is ``time.perf_counter_ns()``."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.frame_started is not None and now - self.frame_started > frame_s > 0:
+        if self.frame_started is not None and now - self.frame_started > frame_s * 1e9 > 0:
             transport.abort()
         elif (
             idle_s > 0
             and not self._watches
             and self._queue is None
-            and now - self.last_active > idle_s
+            and now - self.last_active > idle_s * 1e9
         ):
             transport.close()
+
+
+def _plain_resolve(payload: bytes) -> tuple[tuple[str, str], Any] | None:
+    """``((model, ref), id)`` when ``payload`` is a plain resolve: exactly the keys op, model,
+    ref (str) and optionally an int or short str id. Such a request's answer depends only on
+    the index, so it may take the fast path; anything else returns None (the full path)."""
+    obj = decode_payload(payload)
+    if type(obj) is not dict or obj.get("op") != "resolve":
+        return None
+    model = obj.get("model")
+    ref = obj.get("ref")
+    rid = obj.get("id")
+    if type(model) is not str or type(ref) is not str or not 0 < len(model) <= 256:
+        return None
+    if not 0 < len(ref) <= 256:
+        return None
+    if rid is None:
+        return ((model, ref), None) if len(obj) == 3 else None
+    if len(obj) == 4 and (
+        (type(rid) is int and _INT_MIN <= rid <= _UINT_MAX) or (type(rid) is str and len(rid) <= 64)
+    ):
+        return ((model, ref), rid)
+    return None
 
 
 def _result_code(frame: bytes) -> str:
@@ -347,6 +370,9 @@ class SocketServer:
         self.idle_timeout_s = idle_timeout_s
         self.frame_timeout_s = frame_timeout_s
         self.connections: set[_Connection] = set()
+        #: Payloads of plain resolves seen before -> ((model, ref), id): a repeated request is
+        #: answered without decoding it.
+        self.known_requests: dict[object, tuple[tuple[str, str], Any]] = {}
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -376,6 +402,6 @@ class SocketServer:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(_SWEEP_S)
-            now = time.monotonic()
+            now = time.perf_counter_ns()
             for conn in list(self.connections):
                 conn.expire(now, self.idle_timeout_s, self.frame_timeout_s)
