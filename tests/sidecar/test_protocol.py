@@ -19,6 +19,7 @@ from sidecar.protocol import (
     FrameDecoder,
     FrameTooLarge,
     Request,
+    decode_payload,
     encode_frame,
     error_frame,
     ok_frame,
@@ -137,6 +138,21 @@ class TestBatchDecode:
         out = FrameDecoder().decode(data)
         assert [int, BadPayload, int, FrameTooLarge] == [type(o) for o in out]
         assert [1, 2] == [o for o in out if isinstance(o, int)]
+
+
+class TestPayloads:
+    def test_raw_payloads_in_order(self) -> None:
+        """payloads() returns each frame's bytes undecoded; bad msgpack is not its concern."""
+        data = encode_frame({"op": "ping"}) + struct.pack(">I", 1) + b"\xc1" + encode_frame(7)
+        decoder = FrameDecoder()
+        expected = [pack({"op": "ping"}), b"\xc1"]
+        assert expected == decoder.payloads(data[:-1])
+        assert [pack(7)] == decoder.payloads(data[-1:])
+
+    def test_decode_payload_returns_bad_payload(self) -> None:
+        """decode_payload turns undecodable bytes into a BadPayload value."""
+        assert isinstance(decode_payload(b"\xc1"), BadPayload)
+        assert {"a": 1} == decode_payload(pack({"a": 1}))
 
 
 class TestParseRequest:
