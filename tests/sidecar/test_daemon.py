@@ -134,3 +134,5 @@ class TestObjectStorageOutage:
             assert sidecar.status()["ready"] is True
         finally:
             sidecar.stop()
+            moto.start_again()  # lets central's final flush finish instead of timing out
+            moto.create_bucket(BUCKET)
