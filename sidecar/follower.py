@@ -243,6 +243,7 @@ class Follower:
             pending.txid = txid
             old = self._active
             self._active, self._pending = pending, None
+            self.node.follower["error"] = None
             await self._swap(index)
             self._retry_s = _RETRY_FIRST_S
             if old is not None:
