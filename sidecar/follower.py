@@ -2,7 +2,9 @@
 
 Files in the data directory: ``replica-N.db`` (a restored copy), ``replica-N.db-txid`` (written
 by litestream once the copy is complete, rewritten on each applied change) and
-``replica-N.log`` (the child's output). N grows by one for every restore.
+``replica-N.log`` (the child's output). N grows by one for every restore. ``index.msgpack`` is
+the encoded index saved after each full load and on shutdown (:mod:`sidecar.snapshot`), so a
+restart re-encodes only what changed since.
 
 Life cycle, one loop every ``poll`` seconds:
 
