@@ -191,11 +191,11 @@ class TestConfigurationTable:
 class TestLinks:
     @pytest.mark.parametrize(
         "page",
-        [README, *sorted(DOCS.glob("*.md"))],
+        [README, REPO / "deploy" / "README.md", *sorted(DOCS.glob("*.md"))],
         ids=lambda page: page.relative_to(REPO).as_posix(),
     )
     def test_relative_links_point_at_files(self, page: Path) -> None:
-        """Every relative Markdown link of README.md and docs/ names an existing file."""
+        """Every relative Markdown link of README.md, deploy/ and docs/ names an existing file."""
         targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
         local = [target for target in targets if "://" not in target]
         assert [] == [target for target in local if not (page.parent / target).exists()]
