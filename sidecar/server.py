@@ -9,7 +9,8 @@ Defences (DESIGN.md "Storm-ready"): listen backlog :data:`BACKLOG`; request fram
 ``MAX_REQUEST_BYTES`` close the connection after an error frame; a connection limit; a sweep
 closes connections idle for ``idle_timeout_s`` (watchers exempt) or holding a partial frame for
 ``frame_timeout_s``; a client that does not read its answers is paused, and closed when its
-unread output passes :data:`MAX_UNREAD_BYTES`.
+unread output passes :data:`MAX_UNREAD_BYTES`; per connection at most :data:`MAX_WATCHES`
+watches and :data:`MAX_HELD_ANSWERS` answers held behind a waiting request.
 """
 
 from __future__ import annotations
@@ -43,12 +44,25 @@ from sidecar.protocol import (
 )
 from sidecar.state import Answer, Node
 
-__all__ = ["BACKLOG", "MAX_UNREAD_BYTES", "SocketInUse", "SocketServer", "bind_unix_socket"]
+__all__ = [
+    "BACKLOG",
+    "MAX_HELD_ANSWERS",
+    "MAX_UNREAD_BYTES",
+    "MAX_WATCHES",
+    "SocketInUse",
+    "SocketServer",
+    "bind_unix_socket",
+]
 
 #: listen(2) backlog of the sockets; the kernel caps it at net.core.somaxconn.
 BACKLOG = 8192
 #: Unread answer bytes a connection may accumulate before it is closed (slow reader).
 MAX_UNREAD_BYTES = 8 * 1024 * 1024
+#: Watches one connection may hold; more are answered bad_request.
+MAX_WATCHES = 256
+#: Answers one connection may have held back behind a request waiting for ``min_revision``;
+#: one more closes the connection (after an ``unavailable`` frame).
+MAX_HELD_ANSWERS = 4096
 #: Seconds between sweeps for idle connections and stalled partial frames.
 _SWEEP_S = 1.0
 _tokens = itertools.count(1)
@@ -230,6 +244,23 @@ class _Connection(asyncio.Protocol):
             observe("invalid", exc.code, time.perf_counter_ns() - started)
             return True
         node = self.server.node
+        if self._queue is not None and len(self._queue) >= MAX_HELD_ANSWERS:
+            # pipelining behind a waiting request without bound: memory, not service
+            self._flush(out)
+            self._fatal(
+                Unavailable(
+                    f"more than {MAX_HELD_ANSWERS} answers held behind a waiting request",
+                    limit=MAX_HELD_ANSWERS,
+                )
+            )
+            return False
+        if request.op == "watch" and len(self._watches) >= MAX_WATCHES:
+            refused = InvalidRequest(
+                f"at most {MAX_WATCHES} watches per connection", limit=MAX_WATCHES
+            )
+            self._emit(out, error_frame(refused, request.id))
+            observe("watch", refused.code, time.perf_counter_ns() - started)
+            return True
         if request.op == "watch":
             assert request.model is not None and request.ref is not None
             token = next(_tokens)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.protocol import encode_frame
+from sidecar.server import MAX_HELD_ANSWERS, MAX_WATCHES
 from tests.procs import wait_for
 from tests.sidecar.helpers import (
     Conn,
@@ -261,6 +262,32 @@ class TestHostileInput:
         with Conn(offline_sidecar.socket) as conn:
             conn.send_raw(b"\x00\x00")
             assert conn.closed_by_peer(timeout=10)
+        still_serving(offline_sidecar, good)
+
+    def test_watch_limit_per_connection(self, offline_sidecar: SidecarProc, good: Conn) -> None:
+        """Watches beyond the per-connection limit are refused; the first ones stay."""
+        watch = {"op": "watch", "model": "fraud", "ref": "production"}
+        with Conn(offline_sidecar.socket) as conn:
+            conn.send_raw(
+                b"".join(encode_frame({**watch, "id": i}) for i in range(MAX_WATCHES + 5))
+            )
+            answers = [conn.read() for _ in range(MAX_WATCHES + 5)]
+        assert [True] * MAX_WATCHES == [a["ok"] for a in answers[:MAX_WATCHES]]
+        assert ["bad_request"] * 5 == [a["error"]["code"] for a in answers[MAX_WATCHES:]]
+        still_serving(offline_sidecar, good)
+
+    def test_unbounded_pipelining_behind_a_wait(
+        self, offline_sidecar: SidecarProc, good: Conn
+    ) -> None:
+        """Thousands of requests piled behind a waiting one close that connection only."""
+        revision = offline_sidecar.status()["revision"]
+        wait = {"op": "resolve", "model": "fraud", "ref": "production"}
+        frames = [encode_frame({**wait, "min_revision": revision + 1, "wait_ms": 60_000})]
+        frames += [encode_frame({"op": "ping"})] * (MAX_HELD_ANSWERS + 10)
+        with Conn(offline_sidecar.socket) as conn:
+            conn.send_raw(b"".join(frames))
+            assert "unavailable" == conn.read()["error"]["code"]
+            assert conn.closed_by_peer()
         still_serving(offline_sidecar, good)
 
     @pytest.mark.slow
