@@ -73,6 +73,22 @@ def sidecar() -> None:
     default=None,
     help=f"Connection limit [default: {sidecar_config.DEFAULT_MAX_CONNECTIONS}].",
 )
+@click.option(
+    "--idle-timeout",
+    "idle_timeout_s",
+    type=float,
+    default=None,
+    help="Close connections idle this long, seconds; 0 never "
+    f"[default: {sidecar_config.DEFAULT_IDLE_TIMEOUT_S:g}].",
+)
+@click.option(
+    "--frame-timeout",
+    "frame_timeout_s",
+    type=float,
+    default=None,
+    help="Close connections holding a partial frame this long, seconds "
+    f"[default: {sidecar_config.DEFAULT_FRAME_TIMEOUT_S:g}].",
+)
 @click.option("--litestream-bin", default=None, help="Path of the litestream binary.")
 def run(**flags: Any) -> None:
     """Follow the replica and serve lookups until SIGTERM/SIGINT.

@@ -278,3 +278,10 @@ class TestProtocolDoc:
         missing = [c for c in codes if f"`{c}`" not in self.doc]
         missing += [s.env for s in SETTINGS if s.env not in self.doc]
         assert [] == missing
+
+    def test_every_flag_of_sidecar_run_is_documented(self) -> None:
+        """Each option of `reg sidecar run` appears in the settings table."""
+        from cli.sidecar_cmd import run
+
+        flags = [opt for param in run.params for opt in param.opts if opt.startswith("--")]
+        assert [] == [flag for flag in flags if f"`{flag}`" not in self.doc and flag != "--help"]
