@@ -204,9 +204,12 @@ class TestStaleVolume:
         forced = start_central(data, replica, extra_args=["--force"])
         try:
             assert last_old == forced.healthz()["revision"]
+            last = CentralClient(forced.url, forced.admin_token).create_model("kept")["revision"]
         finally:
             assert 0 == forced.stop()
-        assert last_old == revision(data / "registry.db")
+        assert last_old + 1 == last == revision(data / "registry.db")
+        # the replica now continues from the kept local file
+        assert last == replica_revision(replica, tmp_path / "probe")
 
 
 class TestOneWriter:
