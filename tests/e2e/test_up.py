@@ -235,6 +235,13 @@ class TestDemo:
             assert production["version"] == resolved.version
             fetched = fetch_artifact(resolved, workdir / "fetched.bin")  # sha256 verified
             assert resolved.size == fetched.stat().st_size
+            hints = [line.split() for line in up.output().splitlines() if line.startswith("  reg ")]
+            assert 3 == len(hints)
+            for hint in hints:  # the three commands reg up suggests work as printed
+                ran = subprocess.run(
+                    hint, cwd=workdir, env=up.env(), capture_output=True, text=True, timeout=60
+                )
+                assert 0 == ran.returncode, f"{hint}: {ran.stderr}"
             revision = _revision(up)
         finally:
             assert up.stop() == 0
