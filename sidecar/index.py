@@ -101,7 +101,7 @@ class Index:
             return ModelNotFound(f"no model named {model!r}", model=model)
         if ref is None:
             return NotFound(f"nothing found for {model!r}", model=model)
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
             return VersionNotFound(
                 f"model {model!r} has no version {int(ref)}", model=model, version=int(ref)
             )

@@ -121,7 +121,7 @@ class Node:
         if index is None:
             return error_frame(NotReady(self.not_ready_reason), rid)
         entry = index.resolve.get((model, ref))
-        if entry is None and ref.isdigit() and ref != str(int(ref)):
+        if entry is None and ref.isascii() and ref.isdigit() and ref != str(int(ref)):
             entry = index.resolve.get((model, str(int(ref))))
         if entry is None:
             return error_frame(index.not_found(model, ref), rid)

@@ -72,6 +72,8 @@ class TestOps:
             ("nope", "production", "model_not_found"),
             ("fraud", "9", "version_not_found"),
             ("fraud", "staging", "alias_not_found"),
+            ("fraud", "²", "alias_not_found"),  # a Unicode digit is not a version number
+            ("fraud", "٣", "alias_not_found"),
             ("empty", "latest", "version_not_found"),
         ],
     )
@@ -200,6 +202,26 @@ class TestHostileInput:
                 "timeout",
                 "not_found",
             }
+        still_serving(offline_sidecar, good)
+
+    @HOSTILE
+    @given(
+        st.sampled_from(["resolve", "watch", "get"]),
+        st.text(max_size=300) | st.sampled_from(["fraud", "churn", "empty"]),
+        st.text(max_size=300) | st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    )
+    def test_arbitrary_names_and_refs(
+        self, offline_sidecar: SidecarProc, good: Conn, op: str, model: str, ref: Any
+    ) -> None:
+        """Any model name and ref (Unicode digits, huge ints, empty) answers one frame."""
+        with Conn(offline_sidecar.socket) as conn:
+            answer = conn.ask({"op": op, "model": model, "ref": ref})
+        assert answer["ok"] or answer["error"]["code"] in {
+            "invalid_field",
+            "model_not_found",
+            "version_not_found",
+            "alias_not_found",
+        }
         still_serving(offline_sidecar, good)
 
     @pytest.mark.parametrize(
