@@ -237,6 +237,12 @@ def lookups_per_s(status: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _rate_basis(status: Mapping[str, Any]) -> str:
+    if status.get("lookups_per_s_basis") == "since start":
+        return " since start"
+    return "" if isinstance(status.get("lookups_per_s"), int | float) else " since start"
+
+
 def status_text(status: Mapping[str, Any]) -> str:
     """The node view of ``reg status`` for people."""
     follower = status.get("follower") or {}
@@ -272,7 +278,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         (
             "lookups",
             f"{value_text(status.get('lookups'))}"
-            + (f" ({rate:.1f}/s)" if rate is not None else ""),
+            + (f" ({rate:.1f}/s{_rate_basis(status)})" if rate is not None else ""),
         ),
         ("errors", status.get("errors")),
         ("uptime", _duration_s(status.get("uptime_s"))),
@@ -286,7 +292,9 @@ def status_text(status: Mapping[str, Any]) -> str:
 def status_cmd(ctx: Context) -> None:
     """This node's sidecar: revision, age, stale or fresh, follower, index, load, uptime.
 
-    Exit code 5 when no sidecar answers on --socket.
+    Exit code 5 when no sidecar answers on --socket. --json prints the sidecar's status
+    (docs/PROTOCOL.md) plus "socket" and "lookups_per_s" (the average since the sidecar
+    started when it reports no rate itself; "lookups_per_s_basis" then says so).
 
     \b
     Example:
@@ -296,9 +304,11 @@ def status_cmd(ctx: Context) -> None:
     with _client(ctx) as client:
         status = client.status()
     status.setdefault("socket", str(ctx.socket))
-    rate = lookups_per_s(status)
-    if rate is not None:
-        status.setdefault("lookups_per_s", round(rate, 3))
+    if not isinstance(status.get("lookups_per_s"), int | float):
+        rate = lookups_per_s(status)
+        if rate is not None:
+            status["lookups_per_s"] = round(rate, 3)
+            status["lookups_per_s_basis"] = "since start"
     emit(ctx, status, status_text)
 
 

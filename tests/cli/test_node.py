@@ -147,6 +147,8 @@ class TestStatus:
             assert label in labels
         assert "uptime" in labels
         assert "models:      3" in result.output
+        lookups = next(line for line in result.output.splitlines() if line.startswith("lookups"))
+        assert "/s" in lookups
 
     def test_json(self, node: tuple[SidecarProc, Path]) -> None:
         """reg status --json is the sidecar's status plus the socket and lookups/s."""
