@@ -49,6 +49,8 @@ class ModelState:
     aliases: dict[str, int] = field(default_factory=dict)
     #: Per alias, its stack of targets (None: unset), as the rules define rollback.
     stacks: dict[str, list[int | None]] = field(default_factory=dict)
+    #: Per alias, every move as (time, target).
+    moves: dict[str, list[tuple[str, int | None]]] = field(default_factory=dict)
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -230,6 +232,7 @@ class RegistryMachine(RuleBasedStateMachine):
             del state.aliases[alias]
         else:
             state.aliases[alias] = target
+        state.moves.setdefault(alias, []).append((move["at"], target))
         self.wrote(move)
 
     @rule(
@@ -342,6 +345,25 @@ class RegistryMachine(RuleBasedStateMachine):
         if answer is not None:
             assert current == answer["version"]["version"]
 
+    @rule(
+        model=st.sampled_from(MODELS),
+        alias=st.sampled_from(ALIASES),
+        index=st.integers(0, 50),
+    )
+    def point_in_time(self, model: str, alias: str, index: int) -> None:
+        moves = self.models[model].moves.get(alias)
+        if not moves:
+            return
+        at = moves[index % len(moves)][0]
+        # Times never go back, so the answer is the last move made at or before ``at``.
+        target = [t for when, t in moves if when <= at][-1]
+        answer = self.call(
+            self.reg.get_alias(model, alias, at=at),
+            errors.AliasNotFound if target is None else None,
+        )
+        if answer is not None:
+            assert target == answer["version"]
+
     # -- invariants ------------------------------------------------------------------
 
     @invariant()
@@ -380,7 +402,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
 
 RegistryMachine.TestCase.settings = settings(
-    max_examples=25,
+    max_examples=50,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
