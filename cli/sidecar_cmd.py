@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,9 @@ def run(**flags: Any) -> None:
         config = sidecar_config.load(flags, os.environ)
     except sidecar_config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    logging.basicConfig(  # the entry point owns logging; the library modules only log
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     try:
         import uvloop
 

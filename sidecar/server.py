@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import logging
 import os
 import socket
 import stat
@@ -53,6 +54,8 @@ __all__ = [
     "SocketServer",
     "bind_unix_socket",
 ]
+
+log = logging.getLogger(__name__)
 
 #: listen(2) backlog of the sockets; the kernel caps it at net.core.somaxconn.
 BACKLOG = 8192
@@ -261,13 +264,18 @@ class _Connection(asyncio.Protocol):
             self._emit(out, error_frame(refused, request.id))
             observe("watch", refused.code, time.perf_counter_ns() - started)
             return True
-        if request.op == "watch":
-            assert request.model is not None and request.ref is not None
-            token = next(_tokens)
-            self._watches.append((request.model, request.ref, token))
-            answer: Answer = node.watch(request.model, request.ref, request.id, token, self._push)
-        else:
-            answer = node.answer(request)
+        answer: Answer
+        try:
+            if request.op == "watch":
+                assert request.model is not None and request.ref is not None
+                token = next(_tokens)
+                self._watches.append((request.model, request.ref, token))
+                answer = node.watch(request.model, request.ref, request.id, token, self._push)
+            else:
+                answer = node.answer(request)
+        except Exception:  # a bug must cost one answer, never the connection or the process
+            log.exception("answering %r failed", request)
+            answer = error_frame(RegistryError("internal error"), request.id)
         self._emit(out, answer)
         if isinstance(answer, bytes):
             observe(request.op, _result_code(answer), time.perf_counter_ns() - started)
