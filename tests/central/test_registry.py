@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from central import errors
 from central.config import CentralConfig
@@ -1097,3 +1099,87 @@ class TestConcurrency:
         assert "NOT NULL" not in error.message
         assert [1, 2] == sorted(r["revision"] for r in (results[0], results[2]))  # type: ignore[index]
         assert (True, 2) == ((await reg.verify_audit())["ok"], await reg.revision())
+
+
+#: Strings a JSON body can carry that are easy to get wrong: a lone surrogate (JSON allows the
+#: escape, UTF-8 cannot encode it), NUL, a bad scheme, a valid digest.
+TRICKY = st.sampled_from(["\ud800", "x\udfffy", "\x00", "s3://x/\ud800", "ftp://x", "a" * 64])
+STRINGS = st.text(max_size=20) | TRICKY
+#: Any value a JSON body can carry, with integers beyond 64 bits and NaN/infinity.
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | STRINGS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(STRINGS, inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = sorted(
+    {
+        "artifact_uri",
+        "sha256",
+        "size",
+        "format",
+        "run_id",
+        "commit",
+        "dataset_uri",
+        "dataset_digest",
+        "parent_version",
+        "params",
+        "metrics",
+        "tags",
+        "description",
+        "idempotency_key",
+    }
+)
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, Registry]]:
+    """One registry (and the loop it runs on) kept across a Hypothesis test's examples."""
+    loop = asyncio.new_event_loop()
+    registry = Registry(CentralConfig(data_dir=tmp_path))
+    loop.run_until_complete(registry.open())
+    loop.run_until_complete(registry.create_model("alice", "fraud"))
+    try:
+        yield loop, registry
+    finally:
+        loop.run_until_complete(registry.close())
+        loop.close()
+
+
+class TestArbitraryInput:
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        # Few fields, often plain strings: one bad field must not always hide the next.
+        fields=st.dictionaries(st.sampled_from([*FIELDS, "extra"]), STRINGS | ANY_JSON, max_size=3),
+        good=st.booleans(),
+    )
+    def test_registration_never_crashes(
+        self,
+        shared: tuple[asyncio.AbstractEventLoop, Registry],
+        fields: dict[str, Any],
+        good: bool,
+    ) -> None:
+        """Any field values either register or raise a RegistryError; the chain stays intact."""
+        loop, registry = shared
+        if good:  # mostly-valid bodies reach the rules, not only the first check
+            fields = {"artifact_uri": "s3://x/y", "sha256": SHA, **fields}
+
+        async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+            try:
+                record, _ = await registry.register_version("alice", "fraud", **fields)
+            except errors.RegistryError as exc:
+                assert exc.status < 500, repr(exc)
+            else:
+                stored = await registry.get_version("fraud", record["version"])
+                assert {k: v for k, v in record.items() if k != "revision"} == stored
+            return await registry.verify_audit(), await registry.counts()
+
+        result, counts = loop.run_until_complete(scenario())
+        assert (True, counts["events"]) == (result["ok"], result["checked"])
