@@ -148,9 +148,8 @@ def fetch_artifact(
         if not name:
             raise InvalidURI(f"cannot name a file after {uri!r}; pass a file path as dest", uri=uri)
         target = target / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-
     with _source(uri, timeout_s) as stream:
+        target.parent.mkdir(parents=True, exist_ok=True)  # only once the source could be opened
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".part", dir=target.parent
         )
