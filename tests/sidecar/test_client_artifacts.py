@@ -106,6 +106,12 @@ class TestFileArtifacts:
             fetch_artifact(record((tmp_path / "absent.onnx").as_uri()), out_dir / "m")
         assert leftovers(out_dir) == []
 
+    def test_failure_creates_no_directory(self, tmp_path: Path, out_dir: Path) -> None:
+        """A source that cannot be opened leaves not even the destination's directory."""
+        with pytest.raises(NotFound):
+            fetch_artifact(record((tmp_path / "absent.onnx").as_uri()), out_dir / "new" / "m")
+        assert leftovers(out_dir) == []
+
     def test_accepts_a_resolved_model(self, artifact: Path, out_dir: Path) -> None:
         """The typed record the client returns is accepted as well as a dict."""
         answer = {"ok": True, "result": record(artifact.as_uri()), "revision": 3, "age_ms": 5}
