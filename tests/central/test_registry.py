@@ -1183,3 +1183,87 @@ class TestArbitraryInput:
 
         result, counts = loop.run_until_complete(scenario())
         assert (True, counts["events"]) == (result["ok"], result["checked"])
+
+    @settings(
+        max_examples=200,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(data=st.data())
+    def test_any_method_any_argument(
+        self, shared: tuple[asyncio.AbstractEventLoop, Registry], data: st.DataObject
+    ) -> None:
+        """Every method answers any argument values with a result or a RegistryError."""
+        loop, registry = shared
+        name = data.draw(st.sampled_from(sorted(SIGNATURES)))
+        args = {
+            slot: data.draw(st.sampled_from(PLAUSIBLE[slot]) | STRINGS | ANY_JSON, label=slot)
+            for slot in SIGNATURES[name]
+        }
+
+        async def scenario() -> dict[str, Any]:
+            await registry.register_version("alice", "fraud", artifact_uri="s3://x", sha256=SHA)
+            try:
+                await getattr(registry, name)(**args)
+            except errors.RegistryError as exc:
+                assert exc.status < 500, repr(exc)
+            return await registry.verify_audit()
+
+        assert loop.run_until_complete(scenario())["ok"]
+
+
+#: Arguments of each Registry method, by name.
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "create_model": ("actor", "name", "description", "owner", "tags"),
+    "update_model": ("actor", "name", "description", "owner", "tags"),
+    "get_model": ("name",),
+    "get_version": ("model", "version"),
+    "update_version": ("actor", "model", "version", "description", "tags"),
+    "decide": ("actor", "model", "version", "approve", "comment"),
+    "archive": ("actor", "model", "version", "reason"),
+    "set_alias": ("actor", "model", "alias", "version", "expected", "reason"),
+    "delete_alias": ("actor", "model", "alias", "expected", "reason"),
+    "rollback_alias": ("actor", "model", "alias", "reason"),
+    "get_alias": ("model", "alias", "at"),
+    "alias_history": ("model", "alias", "limit", "page_token"),
+    "resolve": ("model", "ref", "at"),
+    "list_models": ("prefix", "limit", "page_token"),
+    "list_versions": ("model", "status", "limit", "page_token"),
+    "search_versions": (
+        "model",
+        "status",
+        "tags",
+        "run_id",
+        "alias",
+        "created_after",
+        "created_before",
+        "limit",
+        "page_token",
+    ),
+    "events": ("after", "limit", "page_token"),
+}
+#: Values that pass validation, so that calls also reach the rules and the queries.
+PLAUSIBLE: dict[str, list[Any]] = {
+    "actor": ["alice", "bob"],
+    "name": ["fraud", "churn"],
+    "model": ["fraud", "churn"],
+    "description": ["d"],
+    "owner": ["o"],
+    "tags": [{"a": "b"}, None],
+    "version": [1, 2, "1"],
+    "approve": [True, False],
+    "comment": ["c"],
+    "reason": ["r"],
+    "alias": ["production", "staging"],
+    "expected": [None, 1, UNSET],
+    "at": ["2020-01-01T00:00:00Z", datetime.now(UTC), None],
+    "ref": ["latest", "1", "staging"],
+    "limit": [1, 1000],
+    "page_token": [None, encode_token("search", ["fraud", 1]), encode_token("versions", 1)],
+    "prefix": ["fr", None],
+    "status": ["approved", None],
+    "run_id": ["r1", None],
+    "created_after": ["2020-01-01T00:00:00Z", None],
+    "created_before": [None],
+    "after": [0, 5],
+}
