@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.harness import install_local_copy, short_tmpdir, start_echo, start_sidecar
 from benchmarks.registry_db import build_registry
-from sidecar.client import Client, ResolvedModel
+from sidecar.client import Client, ResolvedModel, _AnswerCache
 from sidecar.index import load
 from sidecar.protocol import encode_frame
 
@@ -73,6 +73,18 @@ def test_record_decoding(benchmark: Any, node: tuple[Path, Path, Path]) -> None:
         return ResolvedModel.from_answer(msgpack.unpackb(body))
 
     assert benchmark(decode).version == 5
+
+
+def test_cached_record(benchmark: Any, node: tuple[Path, Path, Path]) -> None:
+    """A repeated answer that differs only in age_ms: the client's cache hit (no I/O)."""
+    with Client(node[0]) as client:
+        raw = dict(client.resolve("model-00042", "production").raw)
+    frame = encode_frame({"op": "resolve", "model": "model-00042", "ref": "production"})
+    first = msgpack.packb({"ok": True, "result": raw, "revision": 1, "age_ms": 1})
+    again = msgpack.packb({"ok": True, "result": raw, "revision": 1, "age_ms": 2})
+    cache = _AnswerCache()
+    cache.record(frame, first)
+    assert benchmark(cache.record, frame, again).age_ms == 2
 
 
 def test_index_load_1000_versions(benchmark: Any, node: tuple[Path, Path, Path]) -> None:
