@@ -67,7 +67,7 @@ class Registry:
 
     def __init__(self, config: CentralConfig) -> None:
         self.config = config
-        self.store = Store(config.registry_db)
+        self.store = Store(config.registry_db, replicated=config.replica_url is not None)
         self._protected = frozenset(config.protected_aliases)
 
     async def open(self) -> None:

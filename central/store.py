@@ -26,11 +26,11 @@ Reads run on read-only connections (``mode=ro``), one per reader thread, each in
 ``BEGIN … COMMIT`` so that a multi-statement read sees one snapshot.
 
 Checkpoints: ``wal_autocheckpoint=0`` and no explicit checkpoint, so while central runs only
-Litestream checkpoints the WAL. SQLite itself still checkpoints when the *last* connection to
+Litestream checkpoints the WAL. An unreplicated store (``--replica none``) keeps SQLite's own
+autocheckpoint, since nobody else would. SQLite also checkpoints when the *last* connection to
 the file closes; at shutdown that happens after the replicator has flushed (cleanup order in
-``central/app.py``), so it cannot lose a frame Litestream has not copied, and it keeps the WAL
-of a ``--replica none`` central from growing across restarts. (Python 3.11's ``sqlite3`` cannot
-set ``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``.)
+``central/app.py``), so it cannot lose a frame Litestream has not copied. (Python 3.11's
+``sqlite3`` cannot set ``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``.)
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA wal_autocheckpoint=0",
     "PRAGMA foreign_keys=ON",
 )
 
@@ -144,8 +143,11 @@ class Store:
     Lifecycle: ``await open()`` … ``await close()``. No I/O in the constructor.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, replicated: bool = True) -> None:
         self.path = path
+        # Unreplicated (``--replica none``), nobody else checkpoints: let SQLite do it every
+        # 1000 pages, or the WAL grows ~10 KB a registration for as long as central runs.
+        self._autocheckpoint_pages = 0 if replicated else 1000
         self._writer_pool: ThreadPoolExecutor | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -346,6 +348,7 @@ class Store:
         try:
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
+            conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint_pages}")
             migrate(conn)
         except BaseException:
             conn.close()

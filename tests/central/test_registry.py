@@ -103,13 +103,21 @@ class TestLifecycle:
         finally:
             conn.close()
 
-    async def test_write_connection_settings(self, reg: Registry) -> None:
-        """The write connection runs with the settings Litestream requires."""
+    async def test_write_connection_settings(self, tmp_path: Path) -> None:
+        """A replicated store's writer runs with the settings Litestream requires."""
+        config = CentralConfig(data_dir=tmp_path, replica_url="file:///unused")
+        async with Registry(config) as reg:
+            conn = reg.store._conn
+            assert conn is not None
+            assert 5000 == conn.execute("PRAGMA busy_timeout").fetchone()[0]
+            assert 1 == conn.execute("PRAGMA synchronous").fetchone()[0]
+            assert 0 == conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+    async def test_unreplicated_store_checkpoints_itself(self, reg: Registry) -> None:
+        """Without a replica nobody else checkpoints, so SQLite's autocheckpoint stays on."""
         conn = reg.store._conn
         assert conn is not None
-        assert 5000 == conn.execute("PRAGMA busy_timeout").fetchone()[0]
-        assert 1 == conn.execute("PRAGMA synchronous").fetchone()[0]
-        assert 0 == conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert 1000 == conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
 
     async def test_reopen_continues_the_chain(self, tmp_path: Path) -> None:
         """A reopened registry continues revisions and the hash chain where it stopped."""
