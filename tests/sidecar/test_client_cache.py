@@ -6,6 +6,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from central.errors import AliasNotFound, Unavailable
 from sidecar.client import _AnswerCache
@@ -70,3 +72,49 @@ class TestAnswerCache:
         """Bytes that are not msgpack raise Unavailable."""
         with pytest.raises(Unavailable):
             _AnswerCache().record(FRAME, b"\xc1\xc1")
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text()
+maps = st.dictionaries(st.text(max_size=20), json_scalars, max_size=5)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    """Version records with arbitrary names, unicode text, 64-bit numbers and tag maps."""
+    return {
+        "model": draw(st.text(min_size=1, max_size=40)),
+        "version": draw(st.integers(1, 2**63 - 1)),
+        "status": draw(st.sampled_from(["registered", "approved", "rejected", "archived"])),
+        "artifact": {
+            "uri": draw(st.text(max_size=60)),
+            "sha256": draw(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
+            "size": draw(st.none() | st.integers(0, 2**63 - 1)),
+            "format": draw(st.text(max_size=10)),
+        },
+        "lineage": {"run_id": draw(st.none() | st.text()), "parent_version": None},
+        "params": draw(maps),
+        "metrics": draw(st.dictionaries(st.text(max_size=10), st.floats(allow_nan=False))),
+        "tags": draw(maps),
+        "aliases": draw(st.lists(st.text(min_size=1, max_size=10), max_size=3)),
+        "ref": draw(st.text(min_size=1, max_size=20)),
+    }
+
+
+class TestRoundTrip:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        record=records(),
+        revision=st.integers(0, 2**64 - 1),
+        ages=st.lists(st.integers(0, 2**63 - 1), min_size=1, max_size=4),
+    )
+    def test_every_answer_decodes_to_its_record(
+        self, record: dict[str, Any], revision: int, ages: list[int]
+    ) -> None:
+        """Any answer, first or repeated with new ages, decodes to the record sent."""
+        cache = _AnswerCache()
+        for age in ages:
+            answer = {"ok": True, "result": record, "revision": revision, "age_ms": age}
+            decoded = cache.record(FRAME, msgpack.packb(answer))
+            assert (record, revision, age) == (dict(decoded.raw), decoded.revision, decoded.age_ms)
+            assert (record["version"], record["ref"]) == (decoded.version, decoded.ref)
+            assert record["tags"] == dict(decoded.tags)
