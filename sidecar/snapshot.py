@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from sidecar.index import Index
+from sidecar.index import Index, build_list_entry
 from sidecar.protocol import ok_entry, pack, revision_tail
 
 __all__ = ["FORMAT", "SAVED_INDEX_NAME", "read", "save"]
@@ -72,7 +72,7 @@ def read(path: Path) -> Index | None:
                 resolve[key] = entry
                 model_keys.append(key)
             keys[name] = tuple(model_keys)
-        list_entry = ok_entry(pack({"items": [records[n] for n in sorted(records)]}))
+        list_entry = build_list_entry(get)
         return Index(
             revision=int(revision),
             heartbeat_ms=heartbeat_ms,

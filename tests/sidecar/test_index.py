@@ -13,8 +13,8 @@ import pytest
 from central.errors import AliasNotFound, ModelNotFound, VersionNotFound
 from central.records import VERSION_SELECT, version_record
 from sidecar import snapshot as saved
-from sidecar.index import Index, IndexError_, load, read_head
-from sidecar.protocol import ok_frame, pack
+from sidecar.index import Index, IndexError_, build_list_entry, load, read_head
+from sidecar.protocol import ok_entry, ok_frame, pack
 from tests.sidecar.registry_db import RegistryDB
 
 
@@ -178,6 +178,16 @@ class TestIncrementalLoad:
         other.close()
         again = load(tmp_path / "other.db", previous=first)
         assert (False, 13) == (again.incremental, again.models)
+
+
+class TestListEntry:
+    @pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 70_000])
+    def test_spliced_list_equals_packing_it(self, count: int) -> None:
+        """The list entry spliced from get entries is byte for byte the packed list."""
+        records = {f"m{i:05d}": {"name": f"m{i:05d}", "n": i} for i in range(count)}
+        get = {name: ok_entry(pack(record)) for name, record in records.items()}
+        expected = ok_entry(pack({"items": [records[n] for n in sorted(records)]}))
+        assert expected == build_list_entry(get)
 
 
 class TestSavedIndex:
