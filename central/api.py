@@ -457,11 +457,11 @@ def _admin(request: web.Request) -> Token:
 async def create_token(request: web.Request) -> web.Response:
     token = _admin(request)
     body = await _body(request, "TokenCreate")
-    created, secret = await request.app[AUTH].create(
+    change = await request.app[AUTH].create(
         token.name, body["name"], body["role"], body.get("models")
     )
-    revision = await request.app[REGISTRY].revision()
-    return _json({**created.record(), "secret": secret, "revision": revision}, 201)
+    answer = {**change.token.record(), "secret": change.secret, "revision": change.revision}
+    return _json(answer, 201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
@@ -472,9 +472,8 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 async def revoke_token(request: web.Request) -> web.Response:
     token = _admin(request)
-    revoked = await request.app[AUTH].revoke(token, request.match_info["name"])
-    revision = await request.app[REGISTRY].revision()
-    return _json({**revoked.record(), "revision": revision})
+    change = await request.app[AUTH].revoke(token, request.match_info["name"])
+    return _json({**change.token.record(), "revision": change.revision})
 
 
 # -- the table ---------------------------------------------------------------------------------

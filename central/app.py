@@ -162,7 +162,7 @@ def create_app(config: CentralConfig) -> web.Application:
     )
     app[CONFIG] = config
     app[REGISTRY] = Registry(config)
-    app[AUTH] = Auth(config)
+    app[AUTH] = Auth(config, log=app[REGISTRY])
     app[METRICS] = Metrics()
     api.add_routes(app)
     app.cleanup_ctx.extend([restore_ctx, _registry_ctx, replicate_ctx, _heartbeat_ctx])

@@ -17,6 +17,14 @@ On first start :meth:`Auth.open` creates the ``admin`` token and writes its secr
 ``config.admin_token_file`` (mode 0600). When that file already holds a valid secret it is reused;
 when it is missing or stale (a restored ``secrets.db`` on a new host) the ``admin`` token gets a
 fresh secret and the file is rewritten.
+
+Every token change (create, revoke, the admin token issued at start) is recorded in the
+registry's hash-chained event log through a :class:`TokenLog` (the :class:`~central.registry.
+Registry`): ``token.create`` / ``token.revoke``, subject the token's name, details ``{role,
+models}``, actor the token that did it (``central`` for the admin token issued at start). The
+``secrets.db`` change commits only once its event is written, so neither exists without the other
+(short of a crash between the two commits, which leaves an event for a change that did not
+happen, never a change without its event).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -58,6 +66,8 @@ __all__ = [
     "TOKEN",
     "Auth",
     "Token",
+    "TokenChange",
+    "TokenLog",
     "hash_secret",
     "new_secret",
     "role_includes",
@@ -76,6 +86,8 @@ _INCLUDES: dict[str, frozenset[str]] = {
     "admin": frozenset(ROLES),
 }
 ADMIN_TOKEN_NAME = "admin"
+#: The actor of the admin token central issues at start.
+BOOTSTRAP_ACTOR = "central"
 SECRET_PREFIX = "mr_"
 #: Most globs one token may be scoped to.
 MAX_SCOPE_GLOBS = 100
@@ -161,6 +173,27 @@ class Token:
         }
 
 
+@dataclass(frozen=True)
+class TokenChange:
+    """The outcome of a token change: the token, its secret (creation only) and the registry
+    revision of the change's event (``None`` when :class:`Auth` records to no log)."""
+
+    token: Token
+    revision: int | None
+    secret: str | None = None
+
+
+class TokenLog(Protocol):
+    """Where token changes are recorded: :meth:`central.registry.Registry.record_token`."""
+
+    async def record_token(
+        self, actor: str, action: str, name: str, role: str, models: list[str]
+    ) -> dict[str, Any]:
+        """Append the change's event; the event with its ``revision``. Raises
+        :class:`central.errors.RegistryError` (then the change must not happen)."""
+        ...
+
+
 def _validate(name: Any, role: Any, models: Any) -> tuple[str, str, tuple[str, ...]]:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidName(
@@ -188,11 +221,13 @@ class Auth:
     """Token authentication and management over ``secrets.db``.
 
     Lifecycle: ``await open()`` / ``await close()``; no I/O in the constructor. All database work
-    runs in a worker thread, one statement group at a time.
+    runs in a worker thread, one statement group at a time. Token changes are recorded to
+    ``log`` when one is given (central passes its registry; open it before this).
     """
 
-    def __init__(self, config: CentralConfig) -> None:
+    def __init__(self, config: CentralConfig, log: TokenLog | None = None) -> None:
         self._config = config
+        self._log = log
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         #: secret hash -> token; the whole (small) table, kept in step with the database.
@@ -209,6 +244,11 @@ class Auth:
         :class:`central.schema.SchemaTooNew` for a database from a newer release.
         """
         await asyncio.to_thread(self._open_sync)
+        try:
+            await self._ensure_admin()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Close the database. Safe to call twice."""
@@ -230,7 +270,6 @@ class Auth:
             migrate(conn, SECRETS_MIGRATIONS)
             self._conn = conn
             self._load()
-            self._ensure_admin()
         except BaseException:
             self._conn = None
             conn.close()
@@ -250,34 +289,55 @@ class Auth:
             for row in rows
         }
 
-    def _ensure_admin(self) -> None:
+    async def _ensure_admin(self) -> None:
         file = self._config.admin_token_file
         try:
-            existing = file.read_text().strip()
+            existing = (await asyncio.to_thread(file.read_text)).strip()
         except FileNotFoundError:
             existing = ""
         known = self._by_hash.get(hash_secret(existing)) if existing else None
         if known is not None and known.name == ADMIN_TOKEN_NAME and known.role == "admin":
             return
         secret = new_secret()
-        digest = hash_secret(secret)
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        token = Token(ADMIN_TOKEN_NAME, "admin", (), BOOTSTRAP_ACTOR, now())
+
+        def replace(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM tokens WHERE name = ?", (ADMIN_TOKEN_NAME,))
-            conn.execute(
-                "INSERT INTO tokens (name, role, models, hash, created_by, created_at)"
-                " VALUES (?, 'admin', '[]', ?, 'central', ?)",
-                (ADMIN_TOKEN_NAME, digest, now()),
-            )
+            _insert(conn, token, secret)
             _write_private(file, secret + "\n")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+        await self._change(replace, "token.create", BOOTSTRAP_ACTOR, token)
         if existing or any(t.name == ADMIN_TOKEN_NAME for t in self._by_hash.values()):
             log.warning("admin token file %s was missing or stale: issued a new admin token", file)
-        self._load()
+        await asyncio.to_thread(self._load)
+
+    async def _change(
+        self, fn: Callable[[sqlite3.Connection], T], action: str, actor: str, token: Token
+    ) -> tuple[T, int | None]:
+        """Run ``fn`` in a ``secrets.db`` transaction that commits only once the change's event
+        is in the registry log; whatever ``fn`` or the log raises rolls it back and is raised.
+        """
+        async with self._lock:
+            conn = self._db()
+            result = await asyncio.to_thread(_begin_and_run, conn, fn)
+            if self._log is None:
+                await _finish(conn, commit=True)
+                return result, None
+            # Shielded: once the event is being written, cancellation must not split the pair.
+            event = asyncio.ensure_future(
+                self._log.record_token(actor, action, token.name, token.role, list(token.models))
+            )
+            try:
+                await asyncio.shield(event)
+            except asyncio.CancelledError:
+                await asyncio.wait([event])
+                await _finish(conn, commit=not event.cancelled() and event.exception() is None)
+                raise
+            except BaseException:
+                await _finish(conn, commit=False)
+                raise
+            await _finish(conn, commit=True)
+            return result, int(event.result()["revision"])
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
@@ -323,13 +383,12 @@ class Auth:
 
     # -- management --------------------------------------------------------------------------
 
-    async def create(
-        self, actor: str, name: Any, role: Any, models: Any = None
-    ) -> tuple[Token, str]:
-        """Create a token; return it and its secret (the only time the secret is available).
+    async def create(self, actor: str, name: Any, role: Any, models: Any = None) -> TokenChange:
+        """Create a token; the change with its secret (the only time the secret is available).
 
-        Raises :class:`InvalidName`, :class:`InvalidField` (role, models) and
-        :class:`AlreadyExists` when a token of that name exists.
+        Raises :class:`InvalidName`, :class:`InvalidField` (role, models),
+        :class:`AlreadyExists` when a token of that name exists, and whatever the token log
+        raises (then no token was created).
         """
         name, role, globs = _validate(name, role, models)
         secret = new_secret()
@@ -337,25 +396,14 @@ class Auth:
 
         def insert(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute(
-                    "INSERT INTO tokens (name, role, models, hash, created_by, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        name,
-                        role,
-                        json.dumps(list(globs)),
-                        hash_secret(secret),
-                        actor,
-                        token.created_at,
-                    ),
-                )
+                _insert(conn, token, secret)
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"token {name!r} already exists", token=name) from None
 
-        await self._run(insert)
+        _, revision = await self._change(insert, "token.create", actor, token)
         self._by_hash[hash_secret(secret)] = token
         log.info("token %r (role %s, models %s) created by %r", name, role, list(globs), actor)
-        return token, secret
+        return TokenChange(token, revision, secret)
 
     async def tokens(self) -> list[Token]:
         """Every token, by name, with ``last_used_at`` as last recorded."""
@@ -369,14 +417,18 @@ class Auth:
 
         return await self._run(select)
 
-    async def revoke(self, actor: Token, name: str) -> Token:
+    async def revoke(self, actor: Token, name: str) -> TokenChange:
         """Delete the token ``name``; it stops working at once.
 
-        Raises :class:`TokenNotFound`, and :class:`PermissionDenied` when ``actor`` tries to
-        revoke itself (an admin could lock everyone out).
+        Raises :class:`TokenNotFound`, :class:`PermissionDenied` when ``actor`` tries to
+        revoke itself (an admin could lock everyone out), and whatever the token log raises
+        (then the token stays).
         """
         if name == actor.name:
             raise PermissionDenied("a token cannot revoke itself", token=name)
+        token = next((t for t in self._by_hash.values() if t.name == name), None)
+        if token is None:
+            raise TokenNotFound(f"no token named {name!r}", token=name)
 
         def delete(conn: sqlite3.Connection) -> str:
             row = conn.execute("SELECT hash FROM tokens WHERE name = ?", (name,)).fetchone()
@@ -385,11 +437,41 @@ class Auth:
             conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
             return str(row[0])
 
-        digest = await self._run(delete)
-        token = self._by_hash.pop(digest)
+        digest, revision = await self._change(delete, "token.revoke", actor.name, token)
+        revoked = self._by_hash.pop(digest, token)
         self._touched.pop(name, None)
         log.info("token %r revoked by %r", name, actor.name)
-        return token
+        return TokenChange(revoked, revision)
+
+
+def _insert(conn: sqlite3.Connection, token: Token, secret: str) -> None:
+    conn.execute(
+        "INSERT INTO tokens (name, role, models, hash, created_by, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            token.name,
+            token.role,
+            json.dumps(list(token.models)),
+            hash_secret(secret),
+            token.created_by,
+            token.created_at,
+        ),
+    )
+
+
+def _begin_and_run(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``BEGIN IMMEDIATE`` then ``fn(conn)``; on any error roll back and raise it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        return fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+async def _finish(conn: sqlite3.Connection, *, commit: bool) -> None:
+    """COMMIT or ROLLBACK the open transaction; not abandoned half-way by a cancellation."""
+    await asyncio.shield(asyncio.to_thread(conn.execute, "COMMIT" if commit else "ROLLBACK"))
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "decide",
     "delete_alias",
     "heartbeat",
+    "record_token",
     "register_version",
     "rollback_alias",
     "rollback_target",
@@ -569,6 +570,28 @@ def rollback_alias(
             actual=current,
         )
     return _move(conn, ctx, actor, row, alias, current, target, reason, "rollback")
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def record_token(
+    conn: sqlite3.Connection,
+    ctx: WriteContext,
+    actor: str,
+    action: str,
+    name: str,
+    role: str,
+    models: list[str],
+) -> dict[str, Any]:
+    """Append a ``token.create`` / ``token.revoke`` event; the event with its ``revision``.
+
+    Tokens themselves live in ``secrets.db``: only who did what to which token, its role and
+    scope reach this (replicated) database, never a secret or its hash.
+    """
+    ctx.append_event(conn, actor, action, name, {"role": role, "models": models})
+    assert ctx.event is not None
+    return dict(ctx.event)
 
 
 # -- heartbeat -------------------------------------------------------------------------------

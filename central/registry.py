@@ -28,10 +28,17 @@ from central.errors import InvalidField
 from central.policy import UNSET, Unset
 from central.store import Store
 
-__all__ = ["STATUSES", "UNSET", "Registry", "Unset"]
+__all__ = ["STATUSES", "TOKEN_ACTIONS", "UNSET", "Registry", "Unset"]
 
 #: Every version status.
 STATUSES = ("registered", "approved", "rejected", "archived")
+#: The event actions of token changes (:meth:`Registry.record_token`).
+TOKEN_ACTIONS = ("token.create", "token.revoke")
+#: Every token role (``central/auth.py`` owns their meaning).
+TOKEN_ROLES = ("reader", "publisher", "approver", "deployer", "admin")
+#: Most model-name globs a token's scope lists, and the longest glob.
+MAX_TOKEN_GLOBS = 100
+MAX_GLOB_LEN = 128
 #: Longest idempotency key, run id, commit, digest text.
 MAX_KEY_LEN = 256
 MAX_FORMAT_LEN = 64
@@ -408,6 +415,37 @@ class Registry:
                 raise InvalidField("invalid page_token", field="page_token")
             after = min(max(after, position), 2**63 - 1)
         return await self.store.read(partial(queries.events, after=after, limit=v.limit(limit)))
+
+    async def record_token(
+        self, actor: str, action: str, name: str, role: str, models: list[str]
+    ) -> dict[str, Any]:
+        """Append the event of a token change (``token.create`` or ``token.revoke``, subject
+        the token's name, details ``{role, models}``); the event with its ``revision``.
+
+        The token itself lives in ``secrets.db`` (``central/auth.py`` calls this inside its own
+        transaction); its secret and hash never reach this database. Raises ``InvalidField``
+        and ``InvalidName``.
+        """
+        if action not in TOKEN_ACTIONS:
+            raise InvalidField(f"invalid token action {action!r}", field="action")
+        if role not in TOKEN_ROLES:
+            raise InvalidField(f"invalid role {role!r}", field="role")
+        if (
+            not isinstance(models, list)
+            or len(models) > MAX_TOKEN_GLOBS
+            or not all(isinstance(g, str) and 0 < len(g) <= MAX_GLOB_LEN for g in models)
+        ):
+            raise InvalidField("models must be a list of model-name globs", field="models")
+        fn = partial(
+            policy.record_token,
+            actor=v.actor(actor),
+            action=action,
+            name=v.model_name(name, "name"),
+            role=role,
+            models=list(models),
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
 
     async def verify_audit(self) -> dict[str, Any]:
         """Recompute the event hash chain, in chunks of short reads: ``{"ok", "checked",

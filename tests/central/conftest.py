@@ -107,11 +107,11 @@ async def api(
     result.tokens["admin"] = config.admin_token_file.read_text().strip()
     auth = client.app[AUTH]
     for role in ROLES[:-1]:  # the admin role is the bootstrap admin token
-        _token, secret = await auth.create("admin", role, role)
+        secret = (await auth.create("admin", role, role)).secret
         result.tokens[role] = secret
     # the writer of the seeded versions, and a second approver for the four-eyes rule
     for name, role in (("seed", "publisher"), ("boss", "admin")):
-        _token, secret = await auth.create("admin", name, role)
+        secret = (await auth.create("admin", name, role)).secret
         result.tokens[name] = secret
     return result
 

@@ -83,11 +83,11 @@ class TestApp:
 
     async def test_writes_and_revision_follow_the_registry(self, api: Api) -> None:
         """A write moves writes_total and the revision gauge."""
-        await api.call("POST", "/v1/models", json={"name": "fraud"})
+        _, created = await api.call("POST", "/v1/models", json={"name": "fraud"})
         _, text = await api.call("GET", "/metrics", token=None)
         expected = [
             'modelreg_central_writes_total{method="POST",route="/v1/models"} 1',
-            "modelreg_central_revision 1",
+            f"modelreg_central_revision {created['revision']}",
         ]
         lines = text.splitlines()
         assert expected == [line for line in expected if line in lines]

@@ -136,7 +136,8 @@ class TestTokens:
     async def test_create_authenticate_revoke(self, auth: Auth, config: CentralConfig) -> None:
         """A created token authenticates with its scope; after revocation it does not."""
         admin = auth.authenticate(f"Bearer {_admin_secret(config)}")
-        created, secret = await auth.create("admin", "ci", "publisher", ["fraud-*"])
+        change = await auth.create("admin", "ci", "publisher", ["fraud-*"])
+        created, secret = change.token, change.secret
         seen = auth.authenticate(f"Bearer {secret}")
         await auth.revoke(admin, "ci")
         with pytest.raises(Unauthenticated):
@@ -146,7 +147,7 @@ class TestTokens:
 
     async def test_only_hashes_are_stored(self, auth: Auth, config: CentralConfig) -> None:
         """secrets.db holds the secret's sha256, never the secret."""
-        _token, secret = await auth.create("admin", "ci", "reader")
+        secret = (await auth.create("admin", "ci", "reader")).secret
         conn = sqlite3.connect(config.secrets_db)
         try:
             stored = conn.execute("SELECT hash FROM tokens WHERE name = 'ci'").fetchone()[0]
@@ -192,7 +193,7 @@ class TestTokens:
 
     async def test_touch_records_last_use(self, auth: Auth) -> None:
         """touch stores last_used_at (at most once a minute per token)."""
-        created, _secret = await auth.create("admin", "ci", "reader")
+        created = (await auth.create("admin", "ci", "reader")).token
         await auth.touch(created)
         first = {t.name: t.last_used_at for t in await auth.tokens()}["ci"]
         await auth.touch(created)

@@ -109,7 +109,7 @@ class TestScopes:
     async def scoped(self, seeded: Api) -> Api:
         """``seeded`` plus a deployer token scoped to ``other-*`` models, and one such model."""
         auth = seeded.client.app[AUTH]
-        _token, secret = await auth.create("admin", "scoped", "deployer", ["other-*"])
+        secret = (await auth.create("admin", "scoped", "deployer", ["other-*"])).secret
         seeded.tokens["scoped"] = secret
         status, body = await seeded.call("POST", "/v1/models", json={"name": "other-a"})
         assert status == 201, body

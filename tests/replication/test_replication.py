@@ -10,6 +10,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,16 @@ from tests.procs import MotoProc, start_central, wait_for
 from tests.replication.helpers import burst, replica_revision, restore, revision, rows
 
 pytestmark = pytest.mark.integration
+
+
+#: The event a central records when it issues a new admin secret at start.
+_REISSUE = ("token.create", "admin", "central", {"role": "admin", "models": []})
+
+
+def _changes(client: CentralClient, after: int) -> list[tuple[Any, ...]]:
+    """(action, subject, actor, details) of every event after revision ``after``."""
+    items = client.events(after=after)["items"]
+    return [(e["action"], e["subject"], e["actor"], e["details"]) for e in items]
 
 
 def _gone(pid: int) -> bool:
@@ -54,13 +65,15 @@ class TestRestore:
         first = start_central(tmp_path / "a", replica_kind)
         try:
             client = CentralClient(first.url, first.admin_token)
-            last = burst(client, "fraud", 3)
+            burst(client, "fraud", 3)
             ci = client.create_token("ci", "reader")
+            last = ci["revision"]
         finally:
             assert 0 == first.stop()
         second = start_central(tmp_path / "b", replica_kind)
         try:
-            assert last == second.healthz()["revision"]
+            # the new host has no admin token file: it issues (and records) a new admin secret
+            assert [_REISSUE] == _changes(CentralClient(second.url, second.admin_token), last)
             reader = CentralClient(second.url, ci["secret"])
             assert 3 == reader.get_model("fraud")["latest"]["version"]
         finally:
@@ -93,10 +106,11 @@ class TestCrash:
         again = start_central(data, replica_kind)
         try:
             client = CentralClient(again.url, again.admin_token)
-            assert last == again.healthz()["revision"]
+            # the admin token file went with the disk: the new admin secret is recorded
+            assert [_REISSUE] == _changes(client, last)
             assert 25 == client.get_model("fraud")["latest"]["version"]
             assert True is client.verify_audit()["ok"]
-            assert last + 1 == client.create_model("after-crash")["revision"]
+            assert last + 2 == client.create_model("after-crash")["revision"]
         finally:
             assert 0 == again.stop()
 
