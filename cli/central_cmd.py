@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from cli.context import EXIT_UNAVAILABLE, Context, command_error, pass_context
+from cli.context import EXIT_UNAVAILABLE, Context, command_error, json_option, pass_context
 from cli.output import emit, fields_text
 
 __all__ = ["register"]
@@ -103,7 +103,13 @@ def register(root: click.Group) -> None:
 
     @root.group("central")
     def central() -> None:
-        """Run central (the writer) or check on it."""
+        """Run central (the writer) or check on it.
+
+        \b
+        Example:
+            reg central serve --data-dir /var/lib/modelreg
+            reg central status
+        """
 
     @central.command("serve")
     @click.option(
@@ -203,6 +209,7 @@ def register(root: click.Group) -> None:
             raise command_error(f"cannot serve on {config.listen}: {exc.strerror or exc}") from None
 
     @central.command("status")
+    @json_option
     @pass_context
     def status_cmd(ctx: Context) -> None:
         """Show a central's revision and replication state (from its /healthz).

@@ -121,7 +121,7 @@ class TestHelp:
         ]
         assert missing == []
 
-    @pytest.mark.parametrize("group", ["models", "audit", "token"])
+    @pytest.mark.parametrize("group", ["models", "audit", "token", "central"])
     def test_own_groups_have_an_example(self, group: str) -> None:
         """The groups of these commands show an Example too."""
         command = root.commands[group]
@@ -131,6 +131,72 @@ class TestHelp:
         """The commands this test covers are all reachable from ``reg``."""
         paths = {path for path, _ in _commands(root)}
         assert set(OWN_COMMANDS) <= paths
+
+
+#: DESIGN.md's "CLI: reg" list: every command and the flags it names (global ones aside).
+DESIGN_COMMANDS: dict[str, tuple[str, ...]] = {
+    "up": ("--data-dir", "--demo"),
+    "central serve": ("--data-dir", "--listen", "--replica"),
+    "sidecar run": ("--replica", "--data-dir", "--socket", "--http-socket", "--http-port"),
+    "models create": ("--description", "--owner", "--tag"),
+    "models list": (),
+    "models show": (),
+    "push": (
+        "--artifact", "--sha256", "--format", "--run-id", "--commit", "--dataset",
+        "--dataset-digest", "--parent", "--param", "--metric", "--tag", "--description",
+        "--idempotency-key",
+    ),
+    "approve": ("--comment",),
+    "reject": ("--comment",),
+    "archive": ("--reason",),
+    "promote": ("--to", "--expected", "--reason"),
+    "rollback": ("--reason",),
+    "history": (),
+    "resolve": ("--at", "--central"),
+    "watch": (),
+    "status": (),
+    "search": ("--model", "--status", "--tag", "--run-id", "--alias", "--since", "--until"),
+    "events": ("--after",),
+    "audit verify": (),
+    "token create": ("--role", "--models"),
+    "token list": (),
+    "token revoke": (),
+}  # fmt: skip
+#: Commands whose output is not data (a server's one line, a daemon's log).
+NO_JSON = frozenset({"central serve", "sidecar run", "up"})
+
+
+class TestDesignList:
+    def test_every_design_command_exists_with_its_flags(self) -> None:
+        """Every command of DESIGN.md's list is registered and takes the flags named there."""
+        commands = dict(_commands(root))
+        missing = {
+            path: [
+                flag
+                for flag in flags
+                if path not in commands
+                or flag not in {o for p in commands[path].params for o in p.opts}
+            ]
+            for path, flags in DESIGN_COMMANDS.items()
+        }
+        assert {} == {
+            path: flags for path, flags in missing.items() if flags or path not in commands
+        }
+
+    def test_global_options(self) -> None:
+        """The root takes --central, --token, --socket and --json."""
+        options = {o for p in root.params for o in p.opts}
+        assert set() == {"--central", "--token", "--socket", "--json"} - options
+
+    def test_output_commands_take_json_after_the_command(self) -> None:
+        """Every command whose output is data accepts --json after it, too."""
+        leaves = [(p, c) for p, c in _commands(root) if not isinstance(c, click.Group)]
+        lacking = [
+            path
+            for path, command in leaves
+            if path not in NO_JSON and "--json" not in {o for p in command.params for o in p.opts}
+        ]
+        assert [] == lacking
 
 
 class TestEntryPoint:

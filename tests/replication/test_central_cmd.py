@@ -20,9 +20,11 @@ def reg(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 class TestStatus:
-    def test_status_shows_replication(self, central: CentralProc) -> None:
-        """--json status carries the revision and the replication state of /healthz."""
-        result = reg("--central", central.url, "--json", "central", "status")
+    @pytest.mark.parametrize("where", ["before", "after"])
+    def test_status_shows_replication(self, central: CentralProc, where: str) -> None:
+        """--json status (before or after the command) carries the replication state."""
+        command = ["--json", "central", "status"] if where == "before" else ["central", "status"]
+        result = reg("--central", central.url, *command, *(["--json"] if where == "after" else []))
         assert 0 == result.returncode, result.stderr
         health = json.loads(result.stdout)
         expected = f"file://{central.data_dir.resolve()}/replica"
