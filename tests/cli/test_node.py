@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from central.records import now
 from cli.main import root
 from tests.cli.conftest import CLEAN_ENV, Reg, one_line_error
-from tests.procs import BIN_DIR, stop_process
+from tests.procs import BIN_DIR, free_port, stop_process
 from tests.sidecar.conftest import sample_registry, seed_copy
 from tests.sidecar.helpers import SidecarProc, short_dir, start_sidecar
 
@@ -130,6 +130,15 @@ class TestResolveAtCentral:
         result = reg("resolve", "fraud@canary", "--at", "yesterday-ish")
         assert 2 == result.exit_code
         assert "RFC 3339" in result.output
+
+    def test_central_unreachable_exits_5(self) -> None:
+        """--central with nobody listening at the URL: one error line, exit code 5."""
+        url = f"http://127.0.0.1:{free_port()}"
+        result = CliRunner().invoke(
+            root, ["--central", url, "resolve", "fraud@1", "--central"], env=dict(CLEAN_ENV)
+        )
+        assert 5 == result.exit_code
+        assert url in one_line_error(result)
 
     def test_min_revision_is_sidecar_only(self, reg: Reg) -> None:
         """--min-revision with --central is a usage error."""
