@@ -443,7 +443,7 @@ def resolve(
                 f"model {model!r} has no version that is not archived", model=model, ref=ref
             )
         return {"model": model, "ref": ref, "version": found}
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         version = int(ref)
         found = record(conn, row, version)
         if at is not None and found["created_at"] > at:
