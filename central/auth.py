@@ -260,6 +260,10 @@ class Auth:
     def _open_sync(self) -> None:
         path = self._config.secrets_db
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Token hashes are for central's eyes only: the file (and so its -wal and -shm, which
+        # SQLite creates with the database's mode) is the owner's alone, restored ones too.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             # The settings Litestream needs: it replicates this file too (to its own path).

@@ -93,6 +93,13 @@ class TestAdminBootstrap:
         expected = ("admin", "admin", (), 0o600)
         assert expected == (token.name, token.role, token.models, mode)
 
+    async def test_secrets_database_is_private(self, auth: Auth, config: CentralConfig) -> None:
+        """secrets.db and its WAL files are readable by the owner only (0600)."""
+        files = sorted(config.data_dir.glob("secrets.db*"))
+        modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in files}
+        expected = {"secrets.db": 0o600, "secrets.db-shm": 0o600, "secrets.db-wal": 0o600}
+        assert expected == modes
+
     async def test_restart_reuses_a_valid_file(self, config: CentralConfig) -> None:
         """A second start keeps the admin secret of the file."""
         first = Auth(config)
