@@ -51,8 +51,8 @@ def create(ctx: Context, name: str, role: str, models: tuple[str, ...]) -> None:
 
     def text(t: dict[str, Any]) -> str:
         return (
-            f"created token {t.get('name')} (role {t.get('role')}); its secret, shown only once:\n"
-            f"{t.get('secret')}"
+            f"created token {t.get('name')} (role {t.get('role')}, revision {t.get('revision')});"
+            f" its secret, shown only once:\n{t.get('secret')}"
         )
 
     emit(ctx, created, text)
@@ -92,7 +92,7 @@ def revoke(ctx: Context, name: str) -> None:
         reg token revoke ci
     """
     answer = ctx.client().revoke_token(name)
-    emit(ctx, answer, lambda a: f"revoked token {name}")
+    emit(ctx, answer, lambda a: f"revoked token {name} (revision {a.get('revision')})")
 
 
 def register(root: click.Group) -> None:

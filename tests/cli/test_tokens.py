@@ -12,8 +12,9 @@ class TestTokenCreate:
         """The printed secret authenticates with the role given."""
         result = reg("token", "create", "ci", "--role", "publisher", "--models", "fraud*")
         assert result.exit_code == 0, result.output
-        secret = result.stdout.strip().splitlines()[-1]
+        first, secret = result.stdout.strip().splitlines()
         reg.tokens["ci"] = secret
+        assert first.startswith("created token ci (role publisher, revision ")
         assert reg("models", "create", "fraud-a", token="ci").exit_code == 0
         assert reg("models", "create", "churn", token="ci").exit_code == 4
 
@@ -56,8 +57,21 @@ class TestTokenRevoke:
         """After revoke, the token's calls are refused (exit 4)."""
         result = reg("token", "revoke", "publisher")
         assert result.exit_code == 0, result.output
-        assert result.stdout.strip() == "revoked token publisher"
         assert reg("models", "list", token="publisher").exit_code == 4
+
+    def test_revocation_is_in_the_event_log(self, reg: Reg) -> None:
+        """The revocation prints its revision, and ``reg events`` shows it there: by whom,
+        which token, its role."""
+        result = reg("token", "revoke", "publisher")
+        revision = int(
+            result.stdout.strip().removeprefix("revoked token publisher (revision ")[:-1]
+        )
+        events = json.loads(reg("events", "--after", str(revision - 1), "--json").stdout)["items"]
+        expected = [(revision, "token.revoke", "publisher", "admin", "publisher")]
+        assert expected == [
+            (e["revision"], e["action"], e["subject"], e["actor"], e["details"]["role"])
+            for e in events
+        ]
 
     def test_unknown_token_exits_3(self, reg: Reg) -> None:
         """Revoking a token that does not exist exits 3."""
