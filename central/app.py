@@ -5,8 +5,9 @@ Middlewares, outermost first:
 1. ``metrics_middleware`` times every request and counts it by route and final status;
 2. ``error_middleware`` turns every exception into the one error body of ``central/errors.py``
    (a :class:`RegistryError` with its code and status; aiohttp's 404/405/413 as ``not_found``,
-   ``method_not_allowed``, ``payload_too_large``; anything else as a generic 500 ``internal``,
-   logged here and never described on the wire);
+   ``method_not_allowed``, ``payload_too_large``; a client that leaves mid-body as
+   ``bad_request``, logged as info; anything else as a generic 500 ``internal``, logged here
+   and never described on the wire);
 3. ``auth_middleware`` authenticates every ``/v1`` request (401 ``unauthenticated``); handlers
    check roles and scopes.
 
@@ -90,6 +91,9 @@ async def error_middleware(request: web.Request, handler: api.Handler) -> web.St
         return response
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:  # the client went away mid-body: nobody reads this answer
+        log.info("client left during %s %s", request.method, request.path)
+        return _error_response(InvalidRequest("the connection closed before the request ended"))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(RegistryError("internal error"))

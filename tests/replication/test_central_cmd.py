@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.procs import BIN_DIR, CentralProc, free_port, start_central
+from tests.procs import BIN_DIR, CentralProc, free_port, start_central, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,25 @@ class TestServe:
         result = reg("central", "serve", "--data-dir", str(tmp_path), "--listen", "localhost")
         assert 2 == result.returncode
         assert "listen" in result.stderr
+
+
+class TestRobustness:
+    def test_a_client_leaving_mid_body_is_no_error(self, tmp_path: Path) -> None:
+        """A client that closes half-way through its body costs an info line, no error or
+        traceback and no write, and central keeps serving."""
+        central = start_central(tmp_path / "data", "none")
+        try:
+            before = central.healthz()["revision"]
+            host, _, port = central.url.removeprefix("http://").rpartition(":")
+            head = (
+                "POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {central.admin_token}\r\nContent-Length: 100\r\n\r\n"
+            )
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(head.encode() + b'{"name": "half')
+            wait_for(lambda: "client left during POST /v1/models" in central.log(), what="log")
+            log = central.log()
+            expected = (before, False, False)
+            assert expected == (central.healthz()["revision"], "Traceback" in log, "ERROR" in log)
+        finally:
+            assert 0 == central.stop()
