@@ -71,11 +71,29 @@ def build_config(
     return config
 
 
+class StartupError(Exception):
+    """Central's databases could not be opened; the message says which and why."""
+
+
+def _startup_error(config: Any, exc: BaseException) -> StartupError:
+    from central.schema import SchemaTooNew
+
+    if isinstance(exc, SchemaTooNew):
+        return StartupError(f"{config.data_dir}: {exc}")
+    if isinstance(exc, OSError):
+        return StartupError(f"cannot use data directory {config.data_dir}: {exc.strerror or exc}")
+    return StartupError(f"cannot open the databases in {config.data_dir}: {exc}")
+
+
 async def serve(config: Any) -> None:
-    """Run central until SIGTERM/SIGINT. Raises ReplicationError / OSError on start-up."""
+    """Run central until SIGTERM/SIGINT. Raises ReplicationError, :class:`StartupError` (the
+    databases) and OSError (the listening socket) on start-up."""
+    import sqlite3
+
     from aiohttp import web
 
     from central.app import create_app
+    from central.schema import SchemaTooNew
 
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -84,7 +102,10 @@ async def serve(config: Any) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await runner.setup()  # runs the cleanup contexts' start-up: restore, open, replicate
+        try:
+            await runner.setup()  # runs the cleanup contexts' start-up: restore, open, replicate
+        except (SchemaTooNew, sqlite3.Error, OSError) as exc:
+            raise _startup_error(config, exc) from exc
         site = web.TCPSite(runner, config.host, config.port, backlog=BACKLOG)
         await site.start()
         host, port = runner.addresses[0][:2]
@@ -205,6 +226,8 @@ def register(root: click.Group) -> None:
                 runner.run(serve(config))
         except ReplicationError as exc:
             raise command_error(f"replication: {exc}") from None
+        except StartupError as exc:
+            raise command_error(str(exc)) from None
         except OSError as exc:
             raise command_error(f"cannot serve on {config.listen}: {exc.strerror or exc}") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -74,6 +75,39 @@ class TestServe:
         assert 1 == result.returncode
         assert "Error: replication: replica URL 'ftp://host/x'" in result.stderr
         assert "Traceback" not in result.stderr
+
+    @pytest.mark.parametrize(
+        ("damage", "message"),
+        [
+            ("newer", "database schema version 99 is newer than this modelreg supports"),
+            ("garbage", "cannot open the databases in"),
+            ("file", "cannot use data directory"),
+        ],
+    )
+    def test_unusable_data_dir_is_one_line_and_exit_1(
+        self, tmp_path: Path, damage: str, message: str
+    ) -> None:
+        """A database from a newer release, a file that is not a database, or a data directory
+        that cannot be one: one line naming the problem, exit 1, no traceback."""
+        data = tmp_path / "data"
+        if damage == "file":
+            (tmp_path / "file").write_text("not a directory\n")
+            data = tmp_path / "file" / "data"
+        else:
+            data.mkdir()
+            if damage == "newer":
+                with sqlite3.connect(data / "registry.db") as conn:
+                    conn.execute("PRAGMA user_version = 99")
+                conn.close()
+            else:
+                (data / "registry.db").write_bytes(b"garbage" * 1000)
+        listen = f"127.0.0.1:{free_port()}"
+        result = reg(
+            "central", "serve", "--data-dir", str(data), "--listen", listen, "--replica", "none"
+        )
+        expected = (1, 1, True)
+        lines = result.stderr.strip().splitlines()
+        assert expected == (result.returncode, len(lines), message in result.stderr), result.stderr
 
     def test_bad_listen_is_a_usage_error(self, tmp_path: Path) -> None:
         """A --listen without a port is a usage error (exit 2) naming the setting."""
