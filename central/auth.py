@@ -199,6 +199,11 @@ def _validate(name: Any, role: Any, models: Any) -> tuple[str, str, tuple[str, .
         raise InvalidName(
             f"invalid token name {name!r}: expected [a-z0-9][a-z0-9._-]{{0,127}}", field="name"
         )
+    if name == BOOTSTRAP_ACTOR:
+        raise InvalidName(
+            f"the token name {name!r} is reserved: the event log names central itself so",
+            field="name",
+        )
     if role not in ROLES:
         raise InvalidField(
             f"invalid role {role!r}: expected one of {', '.join(ROLES)}", field="role"

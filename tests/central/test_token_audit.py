@@ -73,18 +73,19 @@ class TestEvents:
         assert expected == (first["revision"], _summary(first))
 
     async def test_failed_changes_write_no_event(self, api: Api) -> None:
-        """A duplicate, an invalid request, an unknown token and a self-revocation change
-        neither database."""
+        """A duplicate, an invalid request, the reserved name ``central`` (the bootstrap actor),
+        an unknown token and a self-revocation change neither database."""
         await api.call("POST", "/v1/tokens", json={"name": "ci", "role": "reader"})
         before = db_state(api.config)
         answers = [
             (await api.call("POST", "/v1/tokens", json={"name": "ci", "role": "admin"}))[0],
             (await api.call("POST", "/v1/tokens", json={"name": "Bad", "role": "admin"}))[0],
             (await api.call("POST", "/v1/tokens", json={"name": "x", "role": "root"}))[0],
+            (await api.call("POST", "/v1/tokens", json={"name": "central", "role": "admin"}))[0],
             (await api.call("DELETE", "/v1/tokens/ghost"))[0],
             (await api.call("DELETE", "/v1/tokens/admin"))[0],
         ]
-        expected = ([409, 400, 400, 404, 403], before)
+        expected = ([409, 400, 400, 400, 404, 403], before)
         assert expected == (answers, db_state(api.config))
 
     async def test_chain_verifies_and_no_secret_reaches_the_registry(self, api: Api) -> None:
