@@ -130,6 +130,30 @@ class TestLoad:
         finally:
             other.close()
 
+    @pytest.mark.parametrize(
+        ("column", "value"),
+        [
+            ("params", "[1, 2]"),
+            ("metrics", '{"loss": NaN, "auc": Infinity}'),
+            ("tags", ""),
+            ("size", 1.0000000000000002),
+            ("size", None),
+            ("description", "ünï\u2028\x00 \"quoted\""),
+            ("decision", ""),
+            ("archived_at", ""),
+        ],
+    )
+    def test_every_column_value_reads_as_central_records_does(
+        self, db: RegistryDB, column: str, value: object
+    ) -> None:
+        """Whatever a column holds, the answer bytes are msgpack of central's version_record."""
+        db.conn.execute(f"UPDATE versions SET {column} = ? WHERE version = 1", (value,))
+        index = load(db.path)
+        record = central_record(db, "fraud", 1)
+        expected = ok_entry(pack({**record, "ref": "production"}))
+        assert expected == index.resolve[("fraud", "production")]
+        assert ok_entry(pack({**record, "ref": "1"})) == index.resolve[("fraud", "1")]
+
 
 def snapshot(index: Index) -> dict[str, Any]:
     """Everything an index answers, decoded (for comparing two indexes)."""
