@@ -344,6 +344,56 @@ def _is_retryable(exc: OSError) -> bool:
     )
 
 
+def _no_answer(path: Path, seconds: float) -> Unavailable:
+    return Unavailable(
+        f"the sidecar on {path} did not answer within {seconds:g} s", socket=str(path)
+    )
+
+
+def _lost(path: Path, exc: BaseException) -> RegistryError:
+    """The error for a connection that broke mid-call: ``exc`` itself if it is one of ours."""
+    if isinstance(exc, RegistryError):
+        return exc
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return Unavailable(f"lost the connection to the sidecar on {path} ({reason})", socket=str(path))
+
+
+class _Watching:
+    """What a watch keeps across reconnections: the last record yielded, the backoff, and since
+    when the sidecar has been unreachable (for ``reconnect_deadline_s``)."""
+
+    def __init__(self, path: Path, deadline_s: float | None) -> None:
+        self.path = path
+        self.deadline_s = deadline_s
+        self.last: Mapping[str, Any] | None = None
+        self.backoff = _Backoff(None, _WATCH_BACKOFF_CAP_S)
+        self.down_since: float | None = None
+
+    def changed(self, body: bytes) -> ResolvedModel | None:
+        """The record of a watch frame, or None when it repeats the last one yielded (a
+        reconnection answers the current record again). Raises an error frame's class."""
+        record = ResolvedModel.from_answer(_ok_answer(body))
+        self.down_since = None
+        self.backoff.reset()
+        if self.last is not None and dict(record.raw) == dict(self.last):
+            return None
+        self.last = record.raw
+        return record
+
+    def lost(self, exc: BaseException) -> float:
+        """Seconds to wait before reconnecting; raises once ``deadline_s`` has passed."""
+        self.down_since = self.down_since or time.monotonic()
+        if _gave_up(self.down_since, self.deadline_s):
+            if isinstance(exc, RegistryError):
+                raise exc
+            raise Unavailable(
+                f"lost the watch on {self.path} and could not get it back within "
+                f"{self.deadline_s:g} s",
+                socket=str(self.path),
+            ) from None
+        return self.backoff.next_delay() or 0.0
+
+
 #: Every live Client, so that a forked child (pre-fork servers: gunicorn, uwsgi) starts with
 #: fresh connections and locks instead of sharing its parent's socket.
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -480,53 +530,34 @@ class Client:
         the generator, leave the ``for`` loop, or call :meth:`close` (from any thread) to end
         the watch and close its connection.
         """
-        request = {"op": "watch", "model": model, "ref": str(ref)}
+        request = encode_frame({"op": "watch", "model": model, "ref": str(ref)})
         path = _check_path(self.socket_path)
-        last: Mapping[str, Any] | None = None
-        backoff = _Backoff(None, _WATCH_BACKOFF_CAP_S)
-        down_since: float | None = None
+        watching = _Watching(self.socket_path, reconnect_deadline_s)
         generation = self._generation
         while self._generation == generation:
             try:
                 sock = self._connect(path)
-            except Unavailable:
-                down_since = down_since or time.monotonic()
-                if _gave_up(down_since, reconnect_deadline_s):
-                    raise
-                time.sleep(backoff.next_delay() or 0.0)
+            except Unavailable as exc:
+                time.sleep(watching.lost(exc))
                 continue
             self._watch_socks.add(sock)
             buf = bytearray()
+            delay = 0.0
             try:
                 _set_kernel_timeout(sock, 0.0)  # changes may be hours apart
-                sock.sendall(encode_frame(request))
+                sock.sendall(request)
                 while True:
-                    answer = _unpack(self._read_frame(sock, buf))
-                    if answer.get("ok") is not True:
-                        raise from_body(answer, 500)
-                    record = ResolvedModel.from_answer(answer)
-                    down_since = None
-                    backoff.reset()
-                    if last is not None and dict(record.raw) == dict(last):
-                        continue
-                    last = record.raw
-                    yield record
+                    record = watching.changed(self._read_frame(sock, buf))
+                    if record is not None:
+                        yield record
             except (OSError, Unavailable) as exc:
                 if self._generation != generation:
                     return  # close() ended this watch
-                down_since = down_since or time.monotonic()
-                if _gave_up(down_since, reconnect_deadline_s):
-                    if isinstance(exc, RegistryError):
-                        raise
-                    raise Unavailable(
-                        f"lost the watch on {self.socket_path} and could not get it back "
-                        f"within {reconnect_deadline_s:g} s",
-                        socket=str(self.socket_path),
-                    ) from None
+                delay = watching.lost(exc)
             finally:
                 self._watch_socks.discard(sock)
                 sock.close()
-            time.sleep(backoff.next_delay() or 0.0)
+            time.sleep(delay)
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -557,21 +588,11 @@ class Client:
                         _set_kernel_timeout(sock, self.timeout_s)
                 except (TimeoutError, BlockingIOError):
                     self._drop()
-                    raise Unavailable(
-                        f"the sidecar on {self.socket_path} did not answer within "
-                        f"{self.timeout_s + extra_s:g} s",
-                        socket=str(self.socket_path),
-                    ) from None
+                    raise _no_answer(self.socket_path, self.timeout_s + extra_s) from None
                 except (OSError, Unavailable) as exc:
                     self._drop()
                     if fresh or attempt == 2:
-                        if isinstance(exc, RegistryError):
-                            raise
-                        raise Unavailable(
-                            f"lost the connection to the sidecar on {self.socket_path} "
-                            f"({exc.strerror or type(exc).__name__})",
-                            socket=str(self.socket_path),
-                        ) from None
+                        raise _lost(self.socket_path, exc) from None
                     continue
                 except BaseException:
                     # Interrupted mid-request (Ctrl-C…): its answer must not be read as the
@@ -732,52 +753,33 @@ class AsyncClient:
         self, model: str, ref: str | int = "latest", *, reconnect_deadline_s: float | None = None
     ) -> AsyncGenerator[ResolvedModel, None]:
         """See :meth:`Client.watch`; :meth:`aclose` ends it."""
-        request = {"op": "watch", "model": model, "ref": str(ref)}
+        request = encode_frame({"op": "watch", "model": model, "ref": str(ref)})
         path = _check_path(self.socket_path)
-        last: Mapping[str, Any] | None = None
-        backoff = _Backoff(None, _WATCH_BACKOFF_CAP_S)
-        down_since: float | None = None
+        watching = _Watching(self.socket_path, reconnect_deadline_s)
         generation = self._generation
         while self._generation == generation:
             try:
                 reader, writer = await self._connect(path)
-            except Unavailable:
-                down_since = down_since or time.monotonic()
-                if _gave_up(down_since, reconnect_deadline_s):
-                    raise
-                await asyncio.sleep(backoff.next_delay() or 0.0)
+            except Unavailable as exc:
+                await asyncio.sleep(watching.lost(exc))
                 continue
             self._watch_writers.add(writer)
+            delay = 0.0
             try:
-                writer.write(encode_frame(request))
+                writer.write(request)
                 await writer.drain()
                 while True:
-                    answer = _unpack(await self._read_frame(reader))
-                    if answer.get("ok") is not True:
-                        raise from_body(answer, 500)
-                    record = ResolvedModel.from_answer(answer)
-                    down_since = None
-                    backoff.reset()
-                    if last is not None and dict(record.raw) == dict(last):
-                        continue
-                    last = record.raw
-                    yield record
+                    record = watching.changed(await self._read_frame(reader))
+                    if record is not None:
+                        yield record
             except (OSError, asyncio.IncompleteReadError, Unavailable) as exc:
                 if self._generation != generation:
                     return  # aclose() ended this watch
-                down_since = down_since or time.monotonic()
-                if _gave_up(down_since, reconnect_deadline_s):
-                    if isinstance(exc, RegistryError):
-                        raise
-                    raise Unavailable(
-                        f"lost the watch on {self.socket_path} and could not get it back "
-                        f"within {reconnect_deadline_s:g} s",
-                        socket=str(self.socket_path),
-                    ) from None
+                delay = watching.lost(exc)
             finally:
                 self._watch_writers.discard(writer)
                 writer.close()
-            await asyncio.sleep(backoff.next_delay() or 0.0)
+            await asyncio.sleep(delay)
 
     async def _call(self, request: Mapping[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
         """See :meth:`Client._call`."""
@@ -805,21 +807,11 @@ class AsyncClient:
                         body = await self._read_frame(reader)
                 except TimeoutError:
                     await self._drop()
-                    raise Unavailable(
-                        f"the sidecar on {self.socket_path} did not answer within "
-                        f"{self.timeout_s + extra_s:g} s",
-                        socket=str(self.socket_path),
-                    ) from None
+                    raise _no_answer(self.socket_path, self.timeout_s + extra_s) from None
                 except (OSError, asyncio.IncompleteReadError, Unavailable) as exc:
                     await self._drop()
                     if fresh or attempt == 2:
-                        if isinstance(exc, RegistryError):
-                            raise
-                        raise Unavailable(
-                            f"lost the connection to the sidecar on {self.socket_path} "
-                            f"({getattr(exc, 'strerror', None) or type(exc).__name__})",
-                            socket=str(self.socket_path),
-                        ) from None
+                        raise _lost(self.socket_path, exc) from None
                     continue
                 except BaseException:
                     # Cancelled mid-request: its answer must not be read as the answer to the
