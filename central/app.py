@@ -11,7 +11,8 @@ Middlewares, outermost first:
 3. ``auth_middleware`` authenticates every ``/v1`` request (401 ``unauthenticated``); handlers
    check roles and scopes.
 
-Cleanup contexts, in order: restore from the replica, open the registry and the tokens, run
+Cleanup contexts, in order: lock the data directory (one central per data directory, even
+without replication), restore from the replica, open the registry and the tokens, run
 replication, run the heartbeat. They unwind in reverse.
 """
 
@@ -39,6 +40,7 @@ from central.errors import (
     error_body,
     from_body,
 )
+from central.lease import DATA_DIR_LOCK_NAME, FileLock
 from central.metrics import METRICS, Metrics
 from central.registry import Registry
 from central.replication import replicate_ctx, restore_ctx
@@ -123,6 +125,20 @@ async def metrics_middleware(request: web.Request, handler: api.Handler) -> web.
         request.app[METRICS].observe(request.method, route, status, time.perf_counter() - started)
 
 
+async def _data_dir_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Lock the data directory first: one central per data directory, replicated or not.
+
+    Raises :class:`central.lease.LeaseHeld` naming the holder."""
+    config = app[CONFIG]
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(config.data_dir, DATA_DIR_LOCK_NAME, "the data directory")
+    await lock.acquire()
+    try:
+        yield
+    finally:
+        await lock.release()
+
+
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     registry, auth = app[REGISTRY], app[AUTH]
     await registry.open()
@@ -169,5 +185,7 @@ def create_app(config: CentralConfig) -> web.Application:
     app[AUTH] = Auth(config, log=app[REGISTRY])
     app[METRICS] = Metrics()
     api.add_routes(app)
-    app.cleanup_ctx.extend([restore_ctx, _registry_ctx, replicate_ctx, _heartbeat_ctx])
+    app.cleanup_ctx.extend(
+        [_data_dir_ctx, restore_ctx, _registry_ctx, replicate_ctx, _heartbeat_ctx]
+    )
     return app

@@ -36,13 +36,23 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
-__all__ = ["DEFAULT_LEASE_TTL_S", "FileLock", "Lease", "LeaseHeld", "S3Lease", "lease_for"]
+__all__ = [
+    "DATA_DIR_LOCK_NAME",
+    "DEFAULT_LEASE_TTL_S",
+    "FileLock",
+    "Lease",
+    "LeaseHeld",
+    "S3Lease",
+    "lease_for",
+]
 
 log = logging.getLogger(__name__)
 
 #: Seconds an S3 lease stays valid without renewal.
 DEFAULT_LEASE_TTL_S = 15.0
 LOCK_NAME = "central.lock"
+#: The lock of a data directory (its own name: a replica may live inside the data directory).
+DATA_DIR_LOCK_NAME = "central-data.lock"
 LEASE_NAME = "central.lease"
 
 
@@ -61,10 +71,14 @@ class Lease(Protocol):
 
 
 class FileLock:
-    """``flock`` on ``<directory>/central.lock``; the kernel releases it when we die."""
+    """``flock`` on ``<directory>/<name>``; the kernel releases it when we die.
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK_NAME
+    ``what`` names the locked thing in the refusal ("the replica", "the data directory").
+    """
+
+    def __init__(self, directory: Path, name: str = LOCK_NAME, what: str = "the replica") -> None:
+        self.path = directory / name
+        self._what = what
         self._file: IO[str] | None = None
 
     async def acquire(self, force: bool = False) -> None:
@@ -78,8 +92,8 @@ class FileLock:
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise LeaseHeld(
-                f"another central holds the replica {self.path.parent} ({holder}); "
-                "stop it first: one writer per replica path"
+                f"another central holds {self._what} {self.path.parent} ({holder}); "
+                f"stop it first: one writer per {self._what.removeprefix('the ')}"
             ) from None
         handle.seek(0)
         handle.truncate()

@@ -93,6 +93,7 @@ async def serve(config: Any) -> None:
     from aiohttp import web
 
     from central.app import create_app
+    from central.lease import LeaseHeld
     from central.schema import SchemaTooNew
 
     app = create_app(config)
@@ -104,6 +105,8 @@ async def serve(config: Any) -> None:
     try:
         try:
             await runner.setup()  # runs the cleanup contexts' start-up: restore, open, replicate
+        except LeaseHeld as exc:
+            raise StartupError(str(exc)) from None
         except (SchemaTooNew, sqlite3.Error, OSError) as exc:
             raise _startup_error(config, exc) from exc
         site = web.TCPSite(runner, config.host, config.port, backlog=BACKLOG)

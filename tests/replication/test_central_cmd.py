@@ -116,6 +116,29 @@ class TestServe:
         assert "listen" in result.stderr
 
 
+class TestOneWriter:
+    def test_a_second_central_on_the_same_data_dir_is_refused(self, tmp_path: Path) -> None:
+        """Without replication too, a second central on a data directory in use is refused
+        with one line naming the holder, and the first keeps serving."""
+        first = start_central(tmp_path / "data", "none")
+        try:
+            listen = f"127.0.0.1:{free_port()}"
+            data = str(tmp_path / "data")
+            result = reg(
+                "central", "serve", "--data-dir", data, "--listen", listen, "--replica", "none"
+            )
+            lines = result.stderr.strip().splitlines()
+            expected = (1, 1, True, "ok")
+            assert expected == (
+                result.returncode,
+                len(lines),
+                f"another central holds the data directory {data} (pid {first.pid}" in lines[0],
+                first.healthz()["status"],
+            ), result.stderr
+        finally:
+            assert 0 == first.stop()
+
+
 class TestRobustness:
     def test_a_client_leaving_mid_body_is_no_error(self, tmp_path: Path) -> None:
         """A client that closes half-way through its body costs an info line, no error or
