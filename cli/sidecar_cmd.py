@@ -104,8 +104,8 @@ def run(**flags: Any) -> None:
         reg sidecar run --replica 's3://models/reg?endpoint=http://minio:9000' \\
             --socket /run/reg/sidecar.sock --http-port 9464
     """
-    from central.replication import ReplicationError
     from sidecar.daemon import run as run_daemon
+    from sidecar.follower import LitestreamMissing
     from sidecar.server import SocketInUse
 
     flags["socket"] = flags.pop("socket_path")
@@ -120,7 +120,7 @@ def run(**flags: Any) -> None:
         import uvloop
 
         uvloop.run(run_daemon(config, os.environ, lambda line: click.echo(line)))
-    except (ReplicationError, SocketInUse) as exc:
+    except (LitestreamMissing, SocketInUse) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot serve: {exc.strerror or exc}") from None

@@ -1,22 +1,26 @@
 """``reg sidecar run`` wired together: node, follower, socket server and HTTP server.
 
-Start order matters for fail-static: the newest local copy is loaded *before* the sockets are
-bound, so a client that connects never gets ``not_ready`` from a node that has a copy; with no
-copy the sockets come up at once and answer ``not_ready`` until the first restore completes.
+Start order: both sockets are bound first, so a client never finds no socket (``ENOENT``);
+the msgpack socket answers ``not_ready`` (saying what it waits for) while the newest local copy
+loads, then serves it (fail static). Only then are the HTTP server and the follower started:
+they import aiohttp and ``central.replication`` (~0.3 s), in a worker thread, while lookups
+are already answered; the HTTP socket's early connections wait in its listen backlog. With no
+local copy, ``not_ready`` lasts until the first restore completes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping
 
 from sidecar.config import SidecarConfig
 from sidecar.follower import Follower
-from sidecar.http import HttpServer
 from sidecar.metrics import Metrics
-from sidecar.server import SocketServer
+from sidecar.server import SocketServer, bind_unix_socket
 from sidecar.state import Node
 
 __all__ = ["run"]
@@ -60,8 +64,9 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop everything and return.
 
-    Raises ``central.replication.ReplicationError`` (litestream missing) or
-    :class:`sidecar.server.SocketInUse` before serving anything.
+    Raises :class:`sidecar.server.SocketInUse` before serving anything, and
+    :class:`sidecar.follower.LitestreamMissing` once the local copy is loaded (the sockets are
+    closed and removed again).
     """
     # A full index load runs in a worker thread: a short GIL switch interval bounds how long a
     # lookup can wait behind it (default 5 ms).
@@ -79,35 +84,44 @@ async def run(
         idle_timeout_s=config.idle_timeout_s,
         frame_timeout_s=config.frame_timeout_s,
     )
-    http = HttpServer(node, metrics, config.http_socket, config.http_port, config.socket_mode)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await follower.start()
+    http_sock: socket.socket | None = None
+    http = None
     try:
         await sock_server.start()
-        try:
-            await http.start()
-            try:
-                where = [f"socket {config.socket}"]
-                if config.http_socket is not None:
-                    where.append(f"http {config.http_socket}")
-                if http.bound_port is not None:
-                    where.append(f"http://127.0.0.1:{http.bound_port}")
-                state = (
-                    f"revision {node.index.revision}" if node.index is not None else "no copy yet"
-                )
-                announce(
-                    f"sidecar serving on {', '.join(where)}; following {config.follow_url}"
-                    f" ({state})"
-                )
-                await stop.wait()
-            finally:
-                await http.stop()
-        finally:
-            await sock_server.stop()
+        if config.http_socket is not None:
+            http_sock = bind_unix_socket(config.http_socket, config.socket_mode)
+        await follower.load_local()  # answering not_ready meanwhile
+        http_module = await asyncio.to_thread(importlib.import_module, "sidecar.http")
+        http = http_module.HttpServer(
+            node, metrics, config.http_socket, config.http_port, config.socket_mode
+        )
+        await http.start(http_sock)
+        http_sock = None  # the HTTP server owns it now
+        await follower.start()
+        where = [f"socket {config.socket}"]
+        if config.http_socket is not None:
+            where.append(f"http {config.http_socket}")
+        if http.bound_port is not None:
+            where.append(f"http://127.0.0.1:{http.bound_port}")
+        state = f"revision {node.index.revision}" if node.index is not None else "no copy yet"
+        announce(f"sidecar serving on {', '.join(where)}; following {config.follow_url} ({state})")
+        await stop.wait()
     finally:
-        await follower.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        try:
+            if http is not None:
+                await http.stop()
+            elif http_sock is not None:
+                http_sock.close()
+                if config.http_socket is not None:
+                    config.http_socket.unlink(missing_ok=True)
+        finally:
+            try:
+                await sock_server.stop()
+            finally:
+                await follower.stop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)

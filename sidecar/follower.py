@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import random
@@ -37,16 +38,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from central.config import CentralConfig
-from central.replication import litestream_env, litestream_path
 from sidecar import snapshot
 from sidecar.config import SidecarConfig
 from sidecar.index import Index, IndexError_, load, read_head
 from sidecar.metrics import Metrics
 from sidecar.state import Node
 
-__all__ = ["Follower"]
+__all__ = ["Follower", "LitestreamMissing"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ _STALE_RETRY_CAP_S = 600.0
 _STOP_WAIT_S = 5.0
 #: Seconds between full garbage collections (see Follower._freeze).
 _FULL_GC_EVERY_S = 3600.0
+
+
+class LitestreamMissing(Exception):
+    """The litestream binary is missing or of another version (the message says how to fix)."""
 
 
 @dataclass
@@ -99,7 +103,8 @@ class _Copy:
 class Follower:
     """Runs and heals the litestream child; ``start()`` / ``stop()``.
 
-    ``start()`` raises ``central.replication.ReplicationError`` when litestream is missing.
+    ``load_local()`` serves the newest local copy; ``start()`` (which loads it too if not done
+    yet) checks litestream, raising :class:`LitestreamMissing`, and starts following.
     """
 
     def __init__(
@@ -127,21 +132,48 @@ class Follower:
         self._last_full_gc = time.monotonic()
         #: Revision of the index last saved for cold starts (None: nothing saved).
         self._saved_revision: int | None = None
+        self._loaded_local = False
+        self._litestream_env: Any = None
 
     async def start(self) -> None:
-        """Serve the newest local copy (if any) and start restoring a fresh one."""
-        self._binary = litestream_path(
-            CentralConfig(litestream_bin=self.config.litestream_bin or None)
-        )
+        """Serve the newest local copy (if not done yet) and start restoring a fresh one.
+
+        ``central.replication`` (and the aiohttp it imports, ~0.3 s) is imported in a worker
+        thread only now, after the local copy is served. Raises :class:`LitestreamMissing`.
+        """
+        if not self._loaded_local:
+            await self.load_local()
+        replication = await asyncio.to_thread(importlib.import_module, "central.replication")
+        config = await asyncio.to_thread(importlib.import_module, "central.config")
+        try:
+            self._binary = replication.litestream_path(
+                config.CentralConfig(litestream_bin=self.config.litestream_bin or None)
+            )
+        except replication.ReplicationError as exc:
+            raise LitestreamMissing(str(exc)) from None
+        self._litestream_env = replication.litestream_env
+        self._set_state()
+        self._task = asyncio.create_task(self._run())
+
+    async def load_local(self) -> None:
+        """Load and serve the newest complete local copy, if any; delete the others.
+
+        Meanwhile the node answers ``not_ready`` (saying it is loading); with no usable copy it
+        keeps answering ``not_ready`` until the first restore completes.
+        """
+        self._loaded_local = True
         if not self.data_dir.exists():
             self.data_dir.mkdir(mode=0o750, parents=True)
         for scratch in self.data_dir.glob(".load-*.db"):  # left by a load cut short by a crash
             scratch.unlink(missing_ok=True)
         copies = self._local_copies()
         self._next_number = max((c.number for c in copies), default=0) + 1
+        if copies:
+            self.node.not_ready_reason = f"loading the local copy in {self.data_dir}"
         saved = await asyncio.to_thread(snapshot.read, self._saved_path) if copies else None
         for copy in sorted(copies, key=lambda c: c.number, reverse=True):
             if self._active is None and copy.read_txid():
+                self.node.not_ready_reason = f"loading the local copy {copy.path}"
                 try:
                     index = await self._load(copy.path, saved)
                 except IndexError_ as exc:
@@ -155,8 +187,11 @@ class Follower:
                     await self._swap(index)
                     continue
             copy.remove_files()
+        if self.node.index is None:
+            self.node.not_ready_reason = (
+                "no local copy yet: the follower is restoring " + self.config.follow_url
+            )
         self._set_state()
-        self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
         """Stop the loop and every child (SIGTERM, then SIGKILL after 5 s)."""
@@ -348,7 +383,7 @@ class Follower:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
-                env=litestream_env(self.environ),
+                env=self._litestream_env(self.environ),
                 start_new_session=True,
             )
         if self._restores:

@@ -18,6 +18,7 @@ front ends always agree.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -192,14 +193,17 @@ class HttpServer:
         #: The bound TCP port (useful with port 0), once started.
         self.bound_port: int | None = None
 
-    async def start(self) -> None:
-        """Bind and serve. Raises :class:`sidecar.server.SocketInUse` or ``OSError``."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Bind and serve (on ``sock`` when given: the Unix socket bound beforehand by
+        :func:`sidecar.server.bind_unix_socket`). Raises :class:`sidecar.server.SocketInUse`
+        or ``OSError``."""
         self._runner = web.AppRunner(
             create_app(self.node, self.metrics), access_log=None, handle_signals=False
         )
         await self._runner.setup()
         if self.socket_path is not None:
-            sock = bind_unix_socket(self.socket_path, self.mode)
+            if sock is None:
+                sock = bind_unix_socket(self.socket_path, self.mode)
             await web.SockSite(self._runner, sock).start()
         if self.port is not None:
             site = web.TCPSite(self._runner, "127.0.0.1", self.port)

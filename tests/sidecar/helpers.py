@@ -180,8 +180,10 @@ def start_sidecar(
     env: Mapping[str, str] | None = None,
     sock_dir: Path | None = None,
     socket_path: Path | None = None,
+    wait: bool = True,
 ) -> SidecarProc:
-    """Start ``reg sidecar run`` and wait until its socket answers ``ping``.
+    """Start ``reg sidecar run`` and wait until it has announced itself and answers ``ping``
+    (``wait=False``: return at once after spawning it).
 
     Sockets go in ``sock_dir`` (default: a fresh short temp dir). ``env`` is added to this
     process's environment. Raises RuntimeError with the log when it exits or never answers.
@@ -213,6 +215,8 @@ def start_sidecar(
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
     sidecar = SidecarProc(proc, sock, http_sock, data_dir, log_path)
+    if not wait:
+        return sidecar
 
     deadline = time.monotonic() + 30.0
     while True:

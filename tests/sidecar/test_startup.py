@@ -1,0 +1,60 @@
+"""Start-up: the sockets exist at once and say not_ready until the local copy is served."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar.snapshot import SAVED_INDEX_NAME
+from tests.sidecar.conftest import sample_registry, seed_copy
+from tests.sidecar.helpers import short_dir, start_sidecar, wait_answer
+
+pytestmark = pytest.mark.integration
+
+RESOLVE = {"op": "resolve", "model": "fraud", "ref": "production"}
+
+
+def not_ready(answer: Any) -> bool:
+    return answer.get("ok") is False and answer["error"]["code"] == "not_ready"
+
+
+class TestFirstLoad:
+    def test_answers_not_ready_while_the_local_copy_loads(self, tmp_path: Path) -> None:
+        """While the local copy loads, resolve answers not_ready saying so; then the copy."""
+        db = sample_registry(tmp_path / "registry.db")
+        sock_dir = short_dir()
+        data_dir = sock_dir / "data"
+        seed_copy(db, data_dir)
+        db.close()
+        # The load starts by reading the saved index: a FIFO holds it there until written.
+        saved = data_dir / SAVED_INDEX_NAME
+        os.mkfifo(saved)
+        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir, wait=False)
+        try:
+            waiting = wait_answer(sidecar, not_ready, RESOLVE)
+            assert "loading the local copy" in waiting["error"]["message"]
+            assert sidecar.http_socket.exists()
+            with open(saved, "wb") as writer:  # not a saved index: a full load follows
+                writer.write(b"not msgpack")
+            answer = wait_answer(sidecar, lambda a: a.get("ok") is True, RESOLVE)
+            assert 1 == answer["result"]["version"]
+            assert sidecar.status()["ready"] is True
+        finally:
+            sidecar.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+    def test_without_a_copy_answers_not_ready_at_once(self, tmp_path: Path) -> None:
+        """With no local copy and an unreachable replica, the socket answers not_ready."""
+        sock_dir = short_dir()
+        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir)
+        try:
+            answer = sidecar.ask(RESOLVE)
+            assert not_ready(answer), answer
+            assert "no local copy yet" in answer["error"]["message"]
+        finally:
+            sidecar.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
