@@ -21,15 +21,19 @@ import random
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
+    READY_TIMEOUT_S,
+    BenchProc,
     Row,
     install_local_copy,
     percentile,
     short_tmpdir,
     start_central,
     start_sidecar,
+    wait_until,
 )
 from benchmarks.registry_db import BuiltRegistry, build_registry
 
@@ -125,6 +129,21 @@ def storm(
     }
 
 
+def start_lookup_server(directory: Path, db: Path) -> tuple[BenchProc, Path]:
+    """Start the minimal lookup server (:mod:`benchmarks.lookup_server`) on ``db``."""
+    path = directory / "lookup.sock"
+    proc = BenchProc(
+        [sys.executable, "-m", "benchmarks.lookup_server", str(path), str(db)],
+        directory / "lookup.log",
+    )
+    try:
+        wait_until(lambda: "ready" in proc.log_tail(), READY_TIMEOUT_S, "lookup server")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, path
+
+
 def run(
     connections: int = 2000,
     processes: int = 4,
@@ -139,12 +158,19 @@ def run(
         targets = _targets(db, max(200, resolves))
         install_local_copy(db.path, tmp / "sidecar")
         sidecar, socket_path = start_sidecar(tmp)
+        lookup, lookup_path = start_lookup_server(tmp, db.path)
+        runs: list[dict[str, Any]] = []
+        baseline_runs: list[dict[str, Any]] = []
         try:
-            runs = [
-                storm(["--socket", str(socket_path)], connections, processes, resolves, targets)
-                for _ in range(repeats)
-            ]
+            for _ in range(repeats):  # interleaved: both see the same machine
+                baseline_runs.append(
+                    storm(["--socket", str(lookup_path)], connections, processes, resolves, targets)
+                )
+                runs.append(
+                    storm(["--socket", str(socket_path)], connections, processes, resolves, targets)
+                )
         finally:
+            lookup.stop()
             sidecar.stop()
         central_run: dict[str, Any] | None = None
         if central:
@@ -162,7 +188,18 @@ def run(
     max_client = max(r["max_client_s"] for r in runs)
     each = ", ".join(f"{r['per_s']:,.0f}" for r in runs)
     label = f"{connections} connections x {resolves} resolves, {processes} processes"
+    base_per_s = statistics.median(r["per_s"] for r in baseline_runs)
     rows = [
+        Row(
+            name=f"storm on a minimal uvloop lookup server ({label})",
+            value=(
+                f"{base_per_s:,.0f} resolves/s (median of {len(baseline_runs)}: "
+                + ", ".join(f"{r['per_s']:,.0f}" for r in baseline_runs)
+                + f"), {sum(r['errors'] for r in baseline_runs)} errors, slowest client "
+                f"{max(r['max_client_s'] for r in baseline_runs) * 1000:.0f} ms"
+            ),
+            extra={"runs": baseline_runs},
+        ),
         Row(
             name=f"storm on the sidecar ({label})",
             value=(
@@ -170,10 +207,12 @@ def run(
                 f"slowest client {max_client * 1000:.0f} ms, "
                 f"{sum(r['connect_retries'] for r in runs)} connect retries"
             ),
+            baseline=f"lookup server {base_per_s:,.0f}/s",
+            ratio=f"{per_s / base_per_s:.2f}x" if base_per_s else "-",
             target="0 errors, ≥ 50,000/s, every client ≤ 1 s",
             met=errors == 0 and per_s >= 50_000 and max_client <= 1.0,
             extra={"runs": runs, "median": median},
-        )
+        ),
     ]
     if central_run is not None:
         ratio = per_s / central_run["per_s"] if central_run["per_s"] else float("inf")
