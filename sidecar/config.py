@@ -83,6 +83,11 @@ class SidecarConfig:
     litestream_bin: str = ""
 
     @property
+    def source_url(self) -> str:
+        """The base replica URL (cheap: :attr:`follow_url` imports ``central.replication``)."""
+        return self.replica_url or default_replica_url()
+
+    @property
     def follow_url(self) -> str:
         """The URL of the replicated registry.db: ``<replica_url>/registry``."""
         from central.replication import replica_url

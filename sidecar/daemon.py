@@ -72,7 +72,8 @@ async def run(
     # lookup can wait behind it (default 5 ms).
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     metrics = Metrics()
-    node = Node(metrics, config.stale_after_s, describe_source=config.follow_url)
+    # The base URL, not config.follow_url: that imports central.replication (and aiohttp)
+    node = Node(metrics, config.stale_after_s, describe_source=config.source_url)
     _gauges(metrics, node)
     follower = Follower(config, node, metrics, environ)
     sock_server = SocketServer(

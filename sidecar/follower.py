@@ -162,6 +162,7 @@ class Follower:
         keeps answering ``not_ready`` until the first restore completes.
         """
         self._loaded_local = True
+        waiting = self.node.not_ready_reason
         if not self.data_dir.exists():
             self.data_dir.mkdir(mode=0o750, parents=True)
         for scratch in self.data_dir.glob(".load-*.db"):  # left by a load cut short by a crash
@@ -188,9 +189,7 @@ class Follower:
                     continue
             copy.remove_files()
         if self.node.index is None:
-            self.node.not_ready_reason = (
-                "no local copy yet: the follower is restoring " + self.config.follow_url
-            )
+            self.node.not_ready_reason = waiting
         self._set_state()
 
     async def stop(self) -> None:
