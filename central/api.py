@@ -57,8 +57,11 @@ def _token(request: web.Request) -> Token:
 async def _body(request: web.Request, schema_name: str) -> dict[str, Any]:
     """The JSON object body, checked against ``BODIES[schema_name]``; an empty body is ``{}``.
 
-    Raises :class:`PayloadTooLarge`, :class:`InvalidJSON` and :class:`InvalidField`.
+    Raises :class:`PayloadTooLarge`, :class:`InvalidJSON` and :class:`InvalidField` (also for
+    any query parameter: these routes take none, and one ignored — ``?expected=`` on a PUT —
+    would silently turn a compare-and-set into a plain move).
     """
+    _query(request, ())
     limit = request.app[CONFIG].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes", limit=limit)
@@ -242,6 +245,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     model = request.match_info["model"]
     _token(request).require("reader", model)
+    _query(request, ())
     return _json(await request.app[REGISTRY].get_model(model))
 
 
@@ -276,6 +280,7 @@ async def list_versions(request: web.Request) -> web.Response:
 async def get_version(request: web.Request) -> web.Response:
     model = request.match_info["model"]
     _token(request).require("reader", model)
+    _query(request, ())
     return _json(await request.app[REGISTRY].get_version(model, _version(request)))
 
 
@@ -441,6 +446,7 @@ async def verify_audit(request: web.Request) -> web.Response:
     token = _token(request)
     token.require("admin")
     token.require_unscoped("verifying the audit log")
+    _query(request, ())
     return _json(await request.app[REGISTRY].verify_audit())
 
 
@@ -466,12 +472,14 @@ async def create_token(request: web.Request) -> web.Response:
 
 async def list_tokens(request: web.Request) -> web.Response:
     _admin(request)
+    _query(request, ())
     tokens = await request.app[AUTH].tokens()
     return _json({"items": [t.record() for t in tokens], "next_page_token": None})
 
 
 async def revoke_token(request: web.Request) -> web.Response:
     token = _admin(request)
+    _query(request, ())
     change = await request.app[AUTH].revoke(token, request.match_info["name"])
     return _json({**change.token.record(), "revision": change.revision})
 

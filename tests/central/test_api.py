@@ -505,6 +505,42 @@ class TestWritesAnswerRevision:
         assert expected == (status, body.get("revision"))
 
 
+class TestUnknownQueryParameters:
+    @pytest.mark.parametrize(
+        "case",
+        [c for c in MATRIX if c.path.startswith("/v1/") and "admin" in c.allowed],
+        ids=lambda c: f"{c.method} {c.path}",
+    )
+    async def test_every_route_refuses_an_unknown_parameter(self, seeded: Api, case: Any) -> None:
+        """A query parameter a route does not take is 400 naming it, and writes nothing."""
+        before = db_state(seeded.config)
+        status, body = await seeded.call(
+            case.method, case.path, json=case.json, params={"bogus": "1"}
+        )
+        expected = (400, "invalid_field", "bogus", before)
+        assert expected == (
+            status,
+            _code(body),
+            body["error"].get("field"),
+            db_state(seeded.config),
+        )
+
+    async def test_expected_in_the_query_of_a_put_is_no_silent_plain_move(
+        self, seeded: Api
+    ) -> None:
+        """``PUT …/aliases/{alias}?expected=N`` (expected belongs in the body) is refused
+        instead of moving the alias unconditionally."""
+        status, body = await seeded.call(
+            "PUT",
+            "/v1/models/fraud/aliases/staging",
+            json={"version": 2},
+            params={"expected": "2"},
+        )
+        _, alias = await seeded.call("GET", "/v1/models/fraud/aliases/staging")
+        expected = (400, "expected", 3)
+        assert expected == (status, body["error"].get("field"), alias["version"])
+
+
 class TestServiceRoutes:
     async def test_healthz(self, seeded: Api) -> None:
         """/healthz needs no token and reports the revision; no replication in tests."""
