@@ -12,16 +12,12 @@ Answers are stored as :func:`sidecar.protocol.ok_prefix` bytes (``ok``, ``result
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import queue
 import sqlite3
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -309,7 +305,7 @@ def load(path: Path, previous: Index | None = None) -> Index:
         # the snapshot out of the process's RSS.
         fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
         os.close(fd)
-        snapshot = sqlite3.connect(scratch, isolation_level=None, check_same_thread=False)
+        snapshot = sqlite3.connect(scratch, isolation_level=None)
         try:
             snapshot.execute("PRAGMA journal_mode=OFF")
             snapshot.execute("PRAGMA synchronous=OFF")
@@ -420,49 +416,6 @@ class _Built:
         self.version_counts: dict[str, int] = {}
 
 
-#: Rows per batch handed from the reading thread to the encoding one.
-_PREFETCH_ROWS = 2048
-
-
-def _prefetched(cursor: sqlite3.Cursor) -> Iterator[Any]:
-    """The rows of ``cursor``, read ahead by a second thread in batches.
-
-    SQLite releases the GIL while it steps, so reading the rows runs on the other core while
-    this thread encodes the previous batch (a full load: about a third less wall time). At most
-    a few batches are held. The cursor's connection must allow other threads.
-    """
-    batches: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=4)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            while not stop.is_set():
-                batch = cursor.fetchmany(_PREFETCH_ROWS)
-                if not batch:
-                    break
-                batches.put(batch)
-            batches.put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            batches.put(exc)
-
-    reader = threading.Thread(target=read, name="index-read", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = batches.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield from item
-    finally:
-        stop.set()
-        while reader.is_alive():  # unblock a reader waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                batches.get(timeout=0.01)
-        reader.join()
-
-
 def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> None:
     """Encode every answer of the models named in ``only`` (None: every model) into ``out``."""
     where, args = (
@@ -540,7 +493,7 @@ def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> No
         archived_by,
         archived_at,
         archive_reason,
-    ) in _prefetched(cursor) if only is None else cursor:
+    ) in cursor:  # streamed, not fetchall(): one batch of rows alive at a time
         model = names.get(model, model)
         counts[model] = counts.get(model, 0) + 1
         refs = extra_refs.get((model, number))
