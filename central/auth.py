@@ -328,7 +328,14 @@ class Auth:
         """
         async with self._lock:
             conn = self._db()
-            result = await asyncio.to_thread(_begin_and_run, conn, fn)
+            begun = asyncio.ensure_future(asyncio.to_thread(_begin_and_run, conn, fn))
+            try:
+                result = await asyncio.shield(begun)
+            except asyncio.CancelledError:  # never leave a transaction open behind the lock
+                await asyncio.wait([begun])
+                if not begun.cancelled() and begun.exception() is None:
+                    await _finish(conn, commit=False)
+                raise
             if self._log is None:
                 await _finish(conn, commit=True)
                 return result, None

@@ -3,6 +3,7 @@ role and scope, in the same write as the change, and never a secret or its hash.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -123,6 +124,22 @@ class _FailingLog:
         raise Unavailable("the registry is not open")
 
 
+class _HeldLog:
+    """A token log that waits for ``release`` before writing the event to ``registry``."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def record_token(
+        self, actor: str, action: str, name: str, role: str, models: list[str]
+    ) -> dict[str, Any]:
+        self.started.set()
+        await self.release.wait()
+        return await self.registry.record_token(actor, action, name, role, models)
+
+
 def _token_rows(config: CentralConfig) -> list[tuple[str, str]]:
     conn = sqlite3.connect(config.secrets_db)
     try:
@@ -178,6 +195,32 @@ class TestAtomicity:
         finally:
             await failing.close()
         assert ("ci", [("admin", "admin"), ("ci", "reader")]) == (still, _token_rows(config))
+
+    async def test_a_cancelled_create_keeps_the_pair_and_the_lock(
+        self, config: CentralConfig, registry: Registry
+    ) -> None:
+        """Cancelling a create while its event is being written still ends with both the
+        token and its event (or neither), and the next change goes through."""
+        log = _HeldLog(registry)
+        auth = Auth(config, log=log)
+        log.release.set()
+        await auth.open()
+        try:
+            log.release.clear()
+            log.started.clear()
+            task = asyncio.create_task(auth.create("admin", "ci", "reader"))
+            await log.started.wait()
+            task.cancel()
+            log.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            events = (await registry.events())["items"]
+            await auth.create("admin", "next", "reader")
+            rows = _token_rows(config)
+        finally:
+            await auth.close()
+        expected = (["admin", "ci"], [("admin", "admin"), ("ci", "reader"), ("next", "reader")])
+        assert expected == ([e["subject"] for e in events], rows)
 
     async def test_a_failed_bootstrap_issues_no_admin_token(self, config: CentralConfig) -> None:
         """A first start whose event cannot be written fails and leaves no admin token."""
