@@ -416,6 +416,8 @@ async def search_versions(request: web.Request) -> web.Response:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidField(f"tag must be key=value, got {pair!r}", field="tag")
+        if key in tags and tags[key] != value:  # both must match: no version can
+            raise InvalidField(f"tag {key!r} given twice with different values", field="tag")
         tags[key] = value
     page = await request.app[REGISTRY].search_versions(
         model=model,

@@ -30,7 +30,7 @@ class Bad:
     code: str
     json: Any = None
     data: bytes | None = None
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] | list[tuple[str, str]] = field(default_factory=dict)
     #: The ``field`` the error names, when it names one.
     field: str | None = None
     #: Send ``data`` with chunked transfer encoding (no Content-Length).
@@ -291,6 +291,15 @@ CASES = (
         400,
         "invalid_field",
         params={"tag": "k"},
+        field="tag",
+    ),
+    Bad(
+        "one tag key with two values",
+        "GET",
+        "/v1/versions",
+        400,
+        "invalid_field",
+        params=[("tag", "team=risk"), ("tag", "team=growth")],
         field="tag",
     ),
     Bad(
