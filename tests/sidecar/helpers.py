@@ -234,9 +234,15 @@ def start_sidecar(
         time.sleep(0.05)
 
 
-def sidecar_refuses(replica_url: str, socket_path: Path, data_dir: Path) -> str:
+def sidecar_refuses(
+    replica_url: str,
+    socket_path: Path,
+    data_dir: Path,
+    extra_args: Sequence[str] = (),
+    http: Path | None = None,
+) -> str:
     """Run ``reg sidecar run`` expecting it to exit 1 at once; return its output."""
-    http = short_dir() / "h.sock"
+    http = http or short_dir() / "h.sock"
     done = subprocess.run(
         [
             str(BIN_DIR / "reg"),
@@ -250,6 +256,7 @@ def sidecar_refuses(replica_url: str, socket_path: Path, data_dir: Path) -> str:
             str(socket_path),
             "--http-socket",
             str(http),
+            *extra_args,
         ],
         capture_output=True,
         timeout=60,

@@ -11,7 +11,7 @@ import pytest
 
 from sidecar.snapshot import SAVED_INDEX_NAME
 from tests.sidecar.conftest import sample_registry, seed_copy
-from tests.sidecar.helpers import short_dir, start_sidecar, wait_answer
+from tests.sidecar.helpers import short_dir, sidecar_refuses, start_sidecar, wait_answer
 
 pytestmark = pytest.mark.integration
 
@@ -57,4 +57,25 @@ class TestFirstLoad:
             assert "no local copy yet" in answer["error"]["message"]
         finally:
             sidecar.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+class TestLitestreamMissing:
+    def test_exits_1_with_a_message_and_removes_its_sockets(self, tmp_path: Path) -> None:
+        """Without litestream it serves its local copy, then exits 1 saying so, sockets gone."""
+        db = sample_registry(tmp_path / "registry.db")
+        sock_dir = short_dir()
+        seed_copy(db, sock_dir / "data")
+        db.close()
+        try:
+            output = sidecar_refuses(
+                (tmp_path / "no-replica").as_uri(),
+                sock_dir / "s.sock",
+                sock_dir / "data",
+                extra_args=["--litestream-bin", str(tmp_path / "no-litestream")],
+                http=sock_dir / "h.sock",
+            )
+            assert "litestream" in output.lower()
+            assert [] == sorted(p.name for p in sock_dir.glob("*.sock"))
+        finally:
             shutil.rmtree(sock_dir, ignore_errors=True)
