@@ -167,14 +167,14 @@ _ENCODE = msgspec.msgpack.Encoder().encode
 _decode_json = msgspec.json.Decoder().decode
 
 
-class _Artifact(msgspec.Struct):
+class _Artifact(msgspec.Struct, gc=False):
     uri: Any
     sha256: Any
     size: Any
     format: Any
 
 
-class _Lineage(msgspec.Struct):
+class _Lineage(msgspec.Struct, gc=False):
     run_id: Any
     commit: Any
     dataset_uri: Any
@@ -182,20 +182,20 @@ class _Lineage(msgspec.Struct):
     parent_version: Any
 
 
-class _Decision(msgspec.Struct):
+class _Decision(msgspec.Struct, gc=False):
     status: Any
     by: Any
     at: Any
     comment: Any
 
 
-class _Archived(msgspec.Struct):
+class _Archived(msgspec.Struct, gc=False):
     by: Any
     at: Any
     reason: Any
 
 
-class _Version(msgspec.Struct):
+class _Version(msgspec.Struct, gc=False):
     """:func:`central.records.version_record`'s keys in its order, plus ``ref``."""
 
     model: Any
