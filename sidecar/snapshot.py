@@ -29,22 +29,23 @@ FORMAT = 1
 
 
 def save(index: Index, path: Path) -> None:
-    """Write ``index`` to ``path`` atomically (temporary file + rename). Raises ``OSError``."""
-    models = [
-        [
-            name,
-            record,
-            index.version_counts.get(name, 0),
-            [[ref, index.resolve[(model, ref)]] for model, ref in index.model_keys.get(name, ())],
-        ]
-        for name, record in index.model_records.items()
-    ]
-    data = msgpack.packb(
-        [FORMAT, index.revision, index.heartbeat_ms, index.last_hash, models], use_bin_type=True
-    )
+    """Write ``index`` to ``path`` atomically (temporary file + rename). Raises ``OSError``.
+
+    Packed one model at a time (the same bytes as packing the whole list at once): a single
+    ``packb`` of 100k entries held the GIL for ~0.1-0.2 s, stalling lookups meanwhile.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        fh.write(packer.pack_array_header(5))
+        for value in (FORMAT, index.revision, index.heartbeat_ms, index.last_hash):
+            fh.write(packer.pack(value))
+        fh.write(packer.pack_array_header(len(index.model_records)))
+        resolve = index.resolve
+        for name, record in index.model_records.items():
+            keys = index.model_keys.get(name, ())
+            entries = [[ref, resolve[(model, ref)]] for model, ref in keys]
+            fh.write(packer.pack([name, record, index.version_counts.get(name, 0), entries]))
     os.replace(tmp, path)
 
 
