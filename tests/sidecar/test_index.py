@@ -138,7 +138,7 @@ class TestLoad:
             ("tags", ""),
             ("size", 1.0000000000000002),
             ("size", None),
-            ("description", "ünï\u2028\x00 \"quoted\""),
+            ("description", 'ünï\u2028\x00 "quoted"'),
             ("decision", ""),
             ("archived_at", ""),
         ],
