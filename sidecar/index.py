@@ -462,6 +462,9 @@ def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> No
     decode = _JsonObjects()
     seen = decode.seen.get  # the memo, read inline: a method call per column cost ~0.1 s
     no_aliases: list[str] = []
+    current = None  # the model of the previous row (rows come ordered by model)
+    model = ""
+    model_keys: list[tuple[str, str]] = []
     cursor = conn.execute(
         VERSION_SELECT
         + " FROM versions v JOIN models m ON m.id = v.model_id"
@@ -470,7 +473,7 @@ def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> No
         args,
     )
     for (
-        model,
+        row_model,
         number,
         status,
         uri,
@@ -496,7 +499,10 @@ def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> No
         archived_at,
         archive_reason,
     ) in cursor:  # streamed, not fetchall(): one batch of rows alive at a time
-        model = names.get(model, model)
+        if row_model != current:
+            current = row_model
+            model = names.get(row_model, row_model)
+            model_keys = keys[model]
         counts[model] = counts.get(model, 0) + 1
         refs = extra_refs.get((model, number))
         ref = str(number)
@@ -520,9 +526,9 @@ def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> No
             ref,
         )
         entry = _OK_RESULT + encode(record)
-        resolve[(model, ref)] = entry
-        model_keys = keys[model]
-        model_keys.append((model, ref))
+        key = (model, ref)
+        resolve[key] = entry
+        model_keys.append(key)
         if refs:
             if latest_number.get(model) == number:
                 latest = msgspec.to_builtins(record)
@@ -530,8 +536,9 @@ def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> No
                 latest_records[model] = latest
             head_body = entry[: -len(pack(ref))]
             for alias in refs:
-                resolve[(model, alias)] = head_body + pack(alias)
-                model_keys.append((model, alias))
+                key = (model, alias)
+                resolve[key] = head_body + pack(alias)
+                model_keys.append(key)
 
     for row in model_rows:
         name = names[row["name"]]
