@@ -246,16 +246,20 @@ def start_sidecar(
 
 
 def wait_sidecar_ready(proc: BenchProc, socket_path: Path) -> float:
-    """Wait until the sidecar reports ``ready``; return the seconds since it was started."""
+    """Wait until the sidecar reports ``ready`` and has finished starting (its ``sidecar
+    serving on`` line); return the seconds since it was started."""
 
     def ready() -> bool:
         if not proc.alive():
             raise RuntimeError(f"sidecar exited: {proc.log_tail()}")
         try:
             with Client(socket_path, connect_deadline_s=0.05, timeout_s=5) as client:
-                return bool(client.status().get("ready"))
+                ready = bool(client.status().get("ready"))
         except RegistryError:
             return False
+        # Ready answers come before the start-up is over (HTTP server, follower, their
+        # imports); steady-state figures wait for the line printed once it is.
+        return ready and "sidecar serving on" in proc.log_tail(1_000_000)
 
     wait_until(ready, READY_TIMEOUT_S, "sidecar")
     return time.monotonic() - proc.started
