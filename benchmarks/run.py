@@ -7,7 +7,8 @@ Baselines run side by side with what they are compared to, so ratios hold even t
 figures drift on a shared machine.
 
 Options: ``--quick`` (tiny sizes: checks that everything runs, the figures mean nothing),
-``--only NAME`` (repeatable: ``latency``, ``storm``, ``index`` or another module's name).
+``--only NAME`` (repeatable: ``latency``, ``storm``, ``index``, ``propagation`` or another
+module's name).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ SIDECAR_SUITES: dict[str, tuple[Callable[[], list[Row]], Callable[[], list[Row]]
         lambda: bench_sidecar_index.run(models=5, versions_per_model=4, loads=1, starts=1),
     ),
 }
+
+#: Short ``--only`` names of other modules.
+_ALIASES = {"propagation": "bench_propagation"}
 
 #: Modules run by the sidecar suites above (not run again as "other" modules).
 _SIDECAR_MODULES = {"bench_sidecar_latency", "bench_sidecar_storm", "bench_sidecar_index"}
@@ -105,10 +109,11 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=None, metavar="NAME")
     args = parser.parse_args()
     others = _other_modules()
-    wanted = args.only or [*SIDECAR_SUITES, *others]
+    wanted = [_ALIASES.get(n, n) for n in args.only or [*SIDECAR_SUITES, *others]]
     unknown = [n for n in wanted if n not in SIDECAR_SUITES and n not in others]
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; known: {[*SIDECAR_SUITES, *others]}")
+        known = [*SIDECAR_SUITES, *_ALIASES, *others]
+        parser.error(f"unknown benchmark(s) {unknown}; known: {known}")
     load = os.getloadavg()
     print(
         f"# modelreg benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
