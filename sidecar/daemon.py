@@ -96,21 +96,23 @@ async def run(
         if config.http_socket is not None:
             http_sock = bind_unix_socket(config.http_socket, config.socket_mode)
         await follower.load_local()  # answering not_ready meanwhile
-        http_module = await asyncio.to_thread(importlib.import_module, "sidecar.http")
-        http = http_module.HttpServer(
-            node, metrics, config.http_socket, config.http_port, config.socket_mode
-        )
-        await http.start(http_sock)
-        http_sock = None  # the HTTP server owns it now
-        await follower.start()
-        where = [f"socket {config.socket}"]
-        if config.http_socket is not None:
-            where.append(f"http {config.http_socket}")
-        if http.bound_port is not None:
-            where.append(f"http://127.0.0.1:{http.bound_port}")
-        state = f"revision {node.index.revision}" if node.index is not None else "no copy yet"
-        announce(f"sidecar serving on {', '.join(where)}; following {config.follow_url} ({state})")
-        await stop.wait()
+        if not stop.is_set():  # SIGTERM during the load: stop without starting the rest
+            http_module = await asyncio.to_thread(importlib.import_module, "sidecar.http")
+            http = http_module.HttpServer(
+                node, metrics, config.http_socket, config.http_port, config.socket_mode
+            )
+            await http.start(http_sock)
+            http_sock = None  # the HTTP server owns it now
+            await follower.start()
+            where = [f"socket {config.socket}"]
+            if config.http_socket is not None:
+                where.append(f"http {config.http_socket}")
+            if http.bound_port is not None:
+                where.append(f"http://127.0.0.1:{http.bound_port}")
+            state = f"revision {node.index.revision}" if node.index is not None else "no copy yet"
+            follows = config.follow_url
+            announce(f"sidecar serving on {', '.join(where)}; following {follows} ({state})")
+            await stop.wait()
     finally:
         try:
             if http is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,29 @@ class TestFirstLoad:
             answer = wait_answer(sidecar, lambda a: a.get("ok") is True, RESOLVE)
             assert 1 == answer["result"]["version"]
             assert sidecar.status()["ready"] is True
+        finally:
+            sidecar.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+    def test_sigterm_during_the_load_exits_without_starting_more(self, tmp_path: Path) -> None:
+        """SIGTERM while the local copy loads: it finishes the load, then exits 0, sockets gone."""
+        db = sample_registry(tmp_path / "registry.db")
+        sock_dir = short_dir()
+        data_dir = sock_dir / "data"
+        seed_copy(db, data_dir)
+        db.close()
+        saved = data_dir / SAVED_INDEX_NAME
+        os.mkfifo(saved)
+        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir, wait=False)
+        try:
+            wait_answer(sidecar, not_ready, RESOLVE)
+            sidecar.proc.send_signal(signal.SIGTERM)
+            with open(saved, "wb") as writer:
+                writer.write(b"not msgpack")
+            assert 0 == sidecar.proc.wait(30)
+            assert "sidecar serving on" not in sidecar.log()
+            assert not sidecar.socket.exists()
+            assert not sidecar.http_socket.exists()
         finally:
             sidecar.stop()
             shutil.rmtree(sock_dir, ignore_errors=True)
