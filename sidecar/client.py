@@ -18,6 +18,9 @@ How it fails, so serving code can decide what to do:
 * The socket is missing, refuses connections or is busy (``ENOENT``, ``ECONNREFUSED``,
   ``EAGAIN``; a sidecar that is starting or restarting): retried with jittered exponential
   backoff until ``connect_deadline_s`` has passed, then :class:`central.errors.Unavailable`.
+* A ``resolve`` answered ``not_ready`` (the sidecar is loading its local copy at start, or has
+  no copy yet): retried the same way until ``connect_deadline_s``, then ``NotReady`` — so a
+  container that starts while its node's sidecar restarts waits a moment instead of failing.
 * The sidecar went away mid-answer or did not answer within ``timeout_s``:
   :class:`~central.errors.Unavailable`. Every operation is a read, so a request that failed on
   a reused connection (the sidecar restarted since) is sent once more on a fresh one.
@@ -50,7 +53,7 @@ from typing import Any, Self
 
 import msgpack
 
-from central.errors import InvalidRequest, RegistryError, Unavailable, from_body
+from central.errors import InvalidRequest, NotReady, RegistryError, Unavailable, from_body
 from sidecar import config as sidecar_config
 from sidecar.protocol import MAX_RESPONSE_BYTES, encode_frame
 
@@ -488,17 +491,25 @@ class Client:
 
         With ``min_revision`` the sidecar waits up to ``wait_ms`` for its copy to reach that
         revision (read-your-writes after a promotion) and raises ``Timeout`` otherwise.
-        Raises ``ModelNotFound``, ``VersionNotFound``, ``AliasNotFound``, ``NotReady``,
-        ``InvalidRequest`` or ``Unavailable``.
+        Raises ``ModelNotFound``, ``VersionNotFound``, ``AliasNotFound``, ``NotReady`` (still
+        not ready after ``connect_deadline_s`` of retries), ``InvalidRequest`` or ``Unavailable``.
         """
         frame = _resolve_request(model, ref, min_revision, wait_ms)
-        body = self._roundtrip(frame, (wait_ms or 0) / 1000)
-        try:
-            return self._answers.record(frame, body)
-        except _Garbled:
-            with self._lock:
-                self._drop()
-            raise
+        backoff: _Backoff | None = None
+        while True:
+            body = self._roundtrip(frame, (wait_ms or 0) / 1000)
+            try:
+                return self._answers.record(frame, body)
+            except _Garbled:
+                with self._lock:
+                    self._drop()
+                raise
+            except NotReady:
+                backoff = backoff or _Backoff(time.monotonic() + self.connect_deadline_s)
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise
+                time.sleep(delay)
 
     def get(self, model: str) -> dict[str, Any]:
         """The model as the sidecar indexed it (aliases, latest). Raises ``ModelNotFound``."""
@@ -726,12 +737,20 @@ class AsyncClient:
     ) -> ResolvedModel:
         """See :meth:`Client.resolve`."""
         frame = _resolve_request(model, ref, min_revision, wait_ms)
-        body = await self._roundtrip(frame, (wait_ms or 0) / 1000)
-        try:
-            return self._answers.record(frame, body)
-        except _Garbled:
-            await self._drop()
-            raise
+        backoff: _Backoff | None = None
+        while True:
+            body = await self._roundtrip(frame, (wait_ms or 0) / 1000)
+            try:
+                return self._answers.record(frame, body)
+            except _Garbled:
+                await self._drop()
+                raise
+            except NotReady:
+                backoff = backoff or _Backoff(time.monotonic() + self.connect_deadline_s)
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
 
     async def get(self, model: str) -> dict[str, Any]:
         """See :meth:`Client.get`."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from central.errors import NotReady
+from sidecar.client import Client
 from sidecar.snapshot import SAVED_INDEX_NAME
 from tests.sidecar.conftest import sample_registry, seed_copy
 from tests.sidecar.helpers import short_dir, sidecar_refuses, start_sidecar, wait_answer
@@ -79,6 +82,48 @@ class TestFirstLoad:
             answer = sidecar.ask(RESOLVE)
             assert not_ready(answer), answer
             assert "no local copy yet" in answer["error"]["message"]
+        finally:
+            sidecar.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+class TestClientWaitsForReady:
+    def test_resolve_waits_through_the_load(self, tmp_path: Path) -> None:
+        """A Client.resolve sent while the copy loads is answered once it is served."""
+        db = sample_registry(tmp_path / "registry.db")
+        sock_dir = short_dir()
+        data_dir = sock_dir / "data"
+        seed_copy(db, data_dir)
+        db.close()
+        saved = data_dir / SAVED_INDEX_NAME
+        os.mkfifo(saved)
+        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir, wait=False)
+        results: list[Any] = []
+        try:
+            wait_answer(sidecar, not_ready, RESOLVE)
+            with Client(sidecar.socket, connect_deadline_s=60) as client:
+                caller = threading.Thread(
+                    target=lambda: results.append(client.resolve("fraud", "production"))
+                )
+                caller.start()
+                with open(saved, "wb") as writer:  # let the load go on
+                    writer.write(b"not msgpack")
+                caller.join(60)
+            assert [1] == [model.version for model in results]
+        finally:
+            sidecar.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+    def test_resolve_raises_not_ready_after_its_deadline(self, tmp_path: Path) -> None:
+        """With no copy at all, Client.resolve gives up with NotReady after its deadline."""
+        sock_dir = short_dir()
+        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir)
+        try:
+            with (
+                Client(sidecar.socket, connect_deadline_s=0.3) as client,
+                pytest.raises(NotReady, match="no local copy yet"),
+            ):
+                client.resolve("fraud", "production")
         finally:
             sidecar.stop()
             shutil.rmtree(sock_dir, ignore_errors=True)
