@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from central.errors import InvalidName, InvalidRequest, RegistryError, Unavailable, from_body
-from central.records import format_time
+from central.records import REGISTRATION_FIELDS, format_time
 
 __all__ = ["DEFAULT_TIMEOUT_S", "UNSET", "CentralClient"]
 
@@ -54,20 +54,7 @@ class _Unset:
 UNSET: Final = _Unset()
 
 #: Optional fields of a version registration (``POST /v1/models/{model}/versions``).
-VERSION_FIELDS = (
-    "size",
-    "format",
-    "run_id",
-    "commit",
-    "dataset_uri",
-    "dataset_digest",
-    "parent_version",
-    "params",
-    "metrics",
-    "tags",
-    "description",
-    "idempotency_key",
-)
+VERSION_FIELDS = tuple(f for f in REGISTRATION_FIELDS if f not in ("artifact_uri", "sha256"))
 
 Query = Mapping[str, Any]
 

@@ -37,7 +37,7 @@ from central.errors import (
     NothingToRollBack,
     VersionInUse,
 )
-from central.records import canonical_json, version_record
+from central.records import IMMUTABLE_VERSION_FIELDS, canonical_json, version_record
 from central.store import WriteContext
 
 __all__ = [
@@ -79,19 +79,7 @@ class Unset:
 UNSET: Final = Unset()
 
 #: Version fields fixed at registration; a retry must carry the same values.
-IMMUTABLE_FIELDS = (
-    "artifact_uri",
-    "sha256",
-    "size",
-    "format",
-    "run_id",
-    "commit",
-    "dataset_uri",
-    "dataset_digest",
-    "parent_version",
-    "params",
-    "metrics",
-)
+IMMUTABLE_FIELDS = IMMUTABLE_VERSION_FIELDS
 
 
 def _with_revision(record: dict[str, Any], revision: int) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "IMMUTABLE_VERSION_FIELDS",
+    "REGISTRATION_FIELDS",
     "TIME_FORMAT",
     "VERSION_COLUMNS",
     "VERSION_SELECT",
@@ -36,6 +38,23 @@ __all__ = [
 
 #: The one stored time format: fixed width, UTC, microseconds, so string order is time order.
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+#: Version fields fixed at registration (a retry must carry the same values).
+IMMUTABLE_VERSION_FIELDS = (
+    "artifact_uri",
+    "sha256",
+    "size",
+    "format",
+    "run_id",
+    "commit",
+    "dataset_uri",
+    "dataset_digest",
+    "parent_version",
+    "params",
+    "metrics",
+)
+#: Every field a registration (``POST /v1/models/{model}/versions``) may carry.
+REGISTRATION_FIELDS = (*IMMUTABLE_VERSION_FIELDS, "tags", "description", "idempotency_key")
 
 #: The ``versions`` columns :func:`version_record` reads, in ``SELECT`` order; ``name`` is the
 #: model name joined from ``models``.

@@ -26,6 +26,7 @@ from central.audit import Verifier
 from central.config import CentralConfig
 from central.errors import InvalidField
 from central.policy import UNSET, Unset
+from central.records import REGISTRATION_FIELDS
 from central.store import Store
 
 __all__ = ["STATUSES", "TOKEN_ACTIONS", "UNSET", "Registry", "Unset"]
@@ -43,24 +44,7 @@ MAX_GLOB_LEN = 128
 MAX_KEY_LEN = 256
 MAX_FORMAT_LEN = 64
 
-_VERSION_FIELDS = frozenset(
-    {
-        "artifact_uri",
-        "sha256",
-        "size",
-        "format",
-        "run_id",
-        "commit",
-        "dataset_uri",
-        "dataset_digest",
-        "parent_version",
-        "params",
-        "metrics",
-        "tags",
-        "description",
-        "idempotency_key",
-    }
-)
+_VERSION_FIELDS = frozenset(REGISTRATION_FIELDS)
 
 Page = dict[str, Any]
 Time = datetime | str | None
