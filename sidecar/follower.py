@@ -85,6 +85,31 @@ class _Copy:
     def log_path(self) -> Path:
         return self.path.with_suffix(".log")
 
+    @property
+    def pid_path(self) -> Path:
+        """The restore child's PID, so a sidecar restarted after a crash can stop it."""
+        return self.path.with_suffix(".pid")
+
+    def stop_orphan(self) -> None:
+        """Stop a restore child left running by a sidecar that died (SIGKILL, OOM).
+
+        The child runs in its own session, so nothing else stops it; left alone it would keep
+        following into a file this sidecar is about to load or delete. Only a process whose
+        command line names litestream and this copy is signalled (a recycled PID is left be).
+        """
+        try:
+            pid = int(self.pid_path.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        finally:
+            self.pid_path.unlink(missing_ok=True)
+        if str(self.path).encode() not in cmdline or b"restore" not in cmdline:
+            return
+        log.warning("stopping litestream pid %d left by a previous sidecar", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # it only reads the replica: nothing to flush
+
     def read_txid(self) -> str:
         try:
             return self.txid_path.read_text().strip()
@@ -95,6 +120,7 @@ class _Copy:
         for suffix in ("", "-txid", "-wal", "-shm", "-journal"):
             Path(str(self.path) + suffix).unlink(missing_ok=True)
         self.log_path.unlink(missing_ok=True)
+        self.pid_path.unlink(missing_ok=True)
         tmp = self.path.parent
         for leftover in tmp.glob(self.path.name + ".tmp*"):
             leftover.unlink(missing_ok=True)
@@ -167,6 +193,8 @@ class Follower:
             self.data_dir.mkdir(mode=0o750, parents=True)
         for scratch in self.data_dir.glob(".load-*.db"):  # left by a load cut short by a crash
             scratch.unlink(missing_ok=True)
+        for pid_file in self.data_dir.glob("replica-*.pid"):  # also copies still restoring
+            _Copy(0, pid_file.with_suffix(".db")).stop_orphan()
         copies = self._local_copies()
         self._next_number = max((c.number for c in copies), default=0) + 1
         if copies:
@@ -394,6 +422,7 @@ class Follower:
                 env=self._litestream_env(self.environ),
                 start_new_session=True,
             )
+        copy.pid_path.write_text(f"{copy.proc.pid}\n")
         if self._restores:
             self.node.follower["restarts"] = self._restores
         self._restores += 1

@@ -44,11 +44,12 @@ def node(tmp_path: Path) -> Iterator[tuple[CentralClient, SidecarProc]]:
 
 
 def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped by init counts as exited)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return True
-    return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 class TestHealing:
@@ -91,3 +92,25 @@ class TestHealing:
 
         # the replaced copy is deleted once its successor serves
         wait_for(lambda: len(copies()) == 1, timeout=30, what=f"one copy left, not {copies()}")
+
+
+class TestCrashedSidecar:
+    def test_restart_stops_the_restore_a_killed_sidecar_left(
+        self, node: tuple[CentralClient, SidecarProc], tmp_path: Path
+    ) -> None:
+        """A SIGKILLed sidecar's litestream child is stopped by the next sidecar on its data."""
+        client, sidecar = node
+        orphan = sidecar.status()["follower"]["pid"]
+        sidecar.proc.kill()
+        sidecar.proc.wait(10)
+        assert not _gone(orphan)  # its own session: nothing else stops it
+        replica = f"file://{tmp_path / 'central' / 'replica'}"
+        again = start_sidecar(replica, sidecar.data_dir, stale_after=1.5)
+        try:
+            wait_for(lambda: _gone(orphan), timeout=30, what="the orphaned restore to stop")
+            client.set_alias("fraud", "staging", 2)
+            wait_answer(again, version_is(2), REQUEST, timeout=60)
+        finally:
+            again.stop()
+            if not _gone(orphan):  # the check above failed: do not leave it running
+                os.kill(orphan, signal.SIGKILL)
