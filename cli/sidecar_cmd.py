@@ -16,7 +16,12 @@ __all__ = ["register"]
 
 @click.group("sidecar")
 def sidecar() -> None:
-    """The node daemon: follows the replica and answers lookups on a local socket."""
+    """The node daemon: follows the replica and answers lookups on a local socket.
+
+    \b
+    Example:
+        reg sidecar run --replica s3://models-bucket/registry?region=eu-west-1
+    """
 
 
 @sidecar.command("run")

@@ -82,6 +82,15 @@ class TestCommands:
         """``reg --help`` starts a new user off with an example."""
         assert "Example" in (root.help or "")
 
+    @pytest.mark.parametrize(
+        "group",
+        [cmd for cmd in root.commands.values() if isinstance(cmd, click.Group)],
+        ids=lambda group: group.name,
+    )
+    def test_group_help_has_an_example(self, group: click.Group) -> None:
+        """Each command group's help (``reg central --help``…) shows an example too."""
+        assert "Example" in (group.help or "")
+
 
 class TestSettings:
     @pytest.mark.parametrize("setting", CENTRAL_SETTINGS, ids=lambda s: s.name)
