@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ from central.errors import NotReady
 from sidecar.client import Client
 from sidecar.snapshot import SAVED_INDEX_NAME
 from tests.sidecar.conftest import sample_registry, seed_copy
-from tests.sidecar.helpers import short_dir, sidecar_refuses, start_sidecar, wait_answer
+from tests.sidecar.helpers import (
+    SidecarProc,
+    short_dir,
+    sidecar_refuses,
+    start_sidecar,
+    wait_answer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,53 +33,56 @@ def not_ready(answer: Any) -> bool:
     return answer.get("ok") is False and answer["error"]["code"] == "not_ready"
 
 
-class TestFirstLoad:
-    def test_answers_not_ready_while_the_local_copy_loads(self, tmp_path: Path) -> None:
-        """While the local copy loads, resolve answers not_ready saying so; then the copy."""
-        db = sample_registry(tmp_path / "registry.db")
-        sock_dir = short_dir()
-        data_dir = sock_dir / "data"
-        seed_copy(db, data_dir)
-        db.close()
-        # The load starts by reading the saved index: a FIFO holds it there until written.
-        saved = data_dir / SAVED_INDEX_NAME
-        os.mkfifo(saved)
-        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir, wait=False)
-        try:
-            waiting = wait_answer(sidecar, not_ready, RESOLVE)
-            assert "loading the local copy" in waiting["error"]["message"]
-            assert sidecar.http_socket.exists()
-            with open(saved, "wb") as writer:  # not a saved index: a full load follows
-                writer.write(b"not msgpack")
-            answer = wait_answer(sidecar, lambda a: a.get("ok") is True, RESOLVE)
-            assert 1 == answer["result"]["version"]
-            assert sidecar.status()["ready"] is True
-        finally:
-            sidecar.stop()
-            shutil.rmtree(sock_dir, ignore_errors=True)
+Loading = tuple[SidecarProc, Callable[[], None]]
 
-    def test_sigterm_during_the_load_exits_without_starting_more(self, tmp_path: Path) -> None:
+
+@pytest.fixture
+def loading(tmp_path: Path) -> Iterator[Loading]:
+    """A sidecar held in its start-up load (it answers not_ready), and a function that lets
+    the load go on: the load starts by reading the saved index, and a FIFO there blocks it."""
+    db = sample_registry(tmp_path / "registry.db")
+    sock_dir = short_dir()
+    data_dir = sock_dir / "data"
+    seed_copy(db, data_dir)
+    db.close()
+    saved = data_dir / SAVED_INDEX_NAME
+    os.mkfifo(saved)
+    sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir, wait=False)
+
+    def release() -> None:
+        with open(saved, "wb") as writer:  # not a saved index: a full load follows
+            writer.write(b"not msgpack")
+
+    try:
+        wait_answer(sidecar, not_ready, RESOLVE)
+        yield sidecar, release
+    finally:
+        sidecar.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+class TestFirstLoad:
+    def test_answers_not_ready_while_the_local_copy_loads(self, loading: Loading) -> None:
+        """While the local copy loads, resolve answers not_ready saying so; then the copy."""
+        sidecar, release = loading
+        waiting = sidecar.ask(RESOLVE)
+        assert not_ready(waiting), waiting
+        assert "loading the local copy" in waiting["error"]["message"]
+        assert sidecar.http_socket.exists()
+        release()
+        answer = wait_answer(sidecar, lambda a: a.get("ok") is True, RESOLVE)
+        assert 1 == answer["result"]["version"]
+        assert sidecar.status()["ready"] is True
+
+    def test_sigterm_during_the_load_exits_without_starting_more(self, loading: Loading) -> None:
         """SIGTERM while the local copy loads: it finishes the load, then exits 0, sockets gone."""
-        db = sample_registry(tmp_path / "registry.db")
-        sock_dir = short_dir()
-        data_dir = sock_dir / "data"
-        seed_copy(db, data_dir)
-        db.close()
-        saved = data_dir / SAVED_INDEX_NAME
-        os.mkfifo(saved)
-        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir, wait=False)
-        try:
-            wait_answer(sidecar, not_ready, RESOLVE)
-            sidecar.proc.send_signal(signal.SIGTERM)
-            with open(saved, "wb") as writer:
-                writer.write(b"not msgpack")
-            assert 0 == sidecar.proc.wait(30)
-            assert "sidecar serving on" not in sidecar.log()
-            assert not sidecar.socket.exists()
-            assert not sidecar.http_socket.exists()
-        finally:
-            sidecar.stop()
-            shutil.rmtree(sock_dir, ignore_errors=True)
+        sidecar, release = loading
+        sidecar.proc.send_signal(signal.SIGTERM)
+        release()
+        assert 0 == sidecar.proc.wait(30)
+        assert "sidecar serving on" not in sidecar.log()
+        assert not sidecar.socket.exists()
+        assert not sidecar.http_socket.exists()
 
     def test_without_a_copy_answers_not_ready_at_once(self, tmp_path: Path) -> None:
         """With no local copy and an unreachable replica, the socket answers not_ready."""
@@ -88,31 +98,18 @@ class TestFirstLoad:
 
 
 class TestClientWaitsForReady:
-    def test_resolve_waits_through_the_load(self, tmp_path: Path) -> None:
+    def test_resolve_waits_through_the_load(self, loading: Loading) -> None:
         """A Client.resolve sent while the copy loads is answered once it is served."""
-        db = sample_registry(tmp_path / "registry.db")
-        sock_dir = short_dir()
-        data_dir = sock_dir / "data"
-        seed_copy(db, data_dir)
-        db.close()
-        saved = data_dir / SAVED_INDEX_NAME
-        os.mkfifo(saved)
-        sidecar = start_sidecar((tmp_path / "no-replica").as_uri(), sock_dir=sock_dir, wait=False)
+        sidecar, release = loading
         results: list[Any] = []
-        try:
-            wait_answer(sidecar, not_ready, RESOLVE)
-            with Client(sidecar.socket, connect_deadline_s=60) as client:
-                caller = threading.Thread(
-                    target=lambda: results.append(client.resolve("fraud", "production"))
-                )
-                caller.start()
-                with open(saved, "wb") as writer:  # let the load go on
-                    writer.write(b"not msgpack")
-                caller.join(60)
-            assert [1] == [model.version for model in results]
-        finally:
-            sidecar.stop()
-            shutil.rmtree(sock_dir, ignore_errors=True)
+        with Client(sidecar.socket, connect_deadline_s=60) as client:
+            caller = threading.Thread(
+                target=lambda: results.append(client.resolve("fraud", "production"))
+            )
+            caller.start()
+            release()
+            caller.join(60)
+        assert [1] == [model.version for model in results]
 
     def test_resolve_raises_not_ready_after_its_deadline(self, tmp_path: Path) -> None:
         """With no copy at all, Client.resolve gives up with NotReady after its deadline."""
