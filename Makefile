@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint floors bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check central sidecar cli tests benchmarks examples
-	$(BIN)/ruff format --check central sidecar cli tests benchmarks examples
+	$(BIN)/ruff check modelreg central sidecar cli tests benchmarks examples
+	$(BIN)/ruff format --check modelreg central sidecar cli tests benchmarks examples
 	$(BIN)/mypy
+
+## floors: the lowest dependency versions pyproject.toml accepts pass the smoke test
+## (FLOORS_TESTS=tests runs the whole suite on them)
+floors: $(STAMP)
+	bash .ci/floors
 
 ## bench: run the benchmarks (see benchmarks/RESULTS.md)
 bench: $(STAMP)

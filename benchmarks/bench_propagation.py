@@ -38,8 +38,8 @@ from pathlib import Path
 
 import boto3  # type: ignore[import-untyped]
 
-from central.client import CentralClient
-from sidecar.client import Client
+from modelreg.central.client import CentralClient
+from modelreg.sidecar.client import Client
 from tests.conftest import BUCKET, s3_replica_url
 from tests.procs import start_central, start_moto, wait_for
 from tests.replication.helpers import replica_revision

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from central.config import CentralConfig
-from central.registry import Registry
+from modelreg.central.config import CentralConfig
+from modelreg.central.registry import Registry
 
 MODELS = 100
 SHA = "a" * 64

@@ -1,6 +1,6 @@
 """Index load, reload under traffic, cold start and memory of the sidecar with 100k versions.
 
-* **load**: :func:`sidecar.index.load` of a 100k-version copy, in this process (what the
+* **load**: :func:`modelreg.sidecar.index.load` of a 100k-version copy, in this process (what the
   sidecar does at start and when a copy is replaced); median of ``--loads``.
 * **incremental reload**: ``load(path, previous=index)`` after one alias move in the copy
   (what the sidecar's worker thread does on a revision change); median of ``--loads``.
@@ -15,8 +15,8 @@
 * **RSS**: ``VmRSS`` / ``VmHWM`` of that sidecar with the index loaded, beside a sidecar with a
   10-version registry (the interpreter's floor).
 
-Targets (DESIGN.md): reload ≤ 1 s in the background, no lookup waits; cold start answering in
-≤ 1 s; ≤ 200 MB RSS.
+Targets (docs/ARCHITECTURE.md): reload ≤ 1 s in the background, no lookup waits; cold start
+answering in ≤ 1 s; ≤ 200 MB RSS.
 
 Run: ``python -m benchmarks.bench_sidecar_index [--models 1000 --versions-per-model 100]``.
 """
@@ -40,9 +40,9 @@ from benchmarks.harness import (
     wait_sidecar_ready,
 )
 from benchmarks.registry_db import BuiltRegistry, build_registry
-from central.errors import RegistryError
-from sidecar.client import Client
-from sidecar.index import load
+from modelreg.errors import RegistryError
+from modelreg.sidecar.client import Client
+from modelreg.sidecar.index import load
 
 __all__ = ["main", "run"]
 

@@ -5,10 +5,10 @@ Three series, interleaved in rounds so that drift on a shared machine hits them 
 * ``echo``: a resolve-sized frame through :mod:`benchmarks.echo_server` (the floor: wake-up,
   read, write back, nothing else) with a minimal blocking client.
 * ``sidecar raw``: the same minimal client sending a real resolve frame to the sidecar.
-* ``sidecar Client``: :meth:`sidecar.client.Client.resolve`, the library serving code uses
+* ``sidecar Client``: :meth:`modelreg.sidecar.client.Client.resolve`, the library serving code uses
   (framing, decoding, the typed record).
 
-Targets (DESIGN.md): p50 of ``Client`` ≤ 1.5x the echo p50; p99 ≤ 250 µs.
+Targets (docs/ARCHITECTURE.md): p50 of ``Client`` ≤ 1.5x the echo p50; p99 ≤ 250 µs.
 
 Run: ``python -m benchmarks.bench_sidecar_latency [--requests N] [--rounds R]``.
 """
@@ -30,8 +30,8 @@ from benchmarks.harness import (
     start_sidecar,
 )
 from benchmarks.registry_db import build_registry
-from sidecar.client import Client
-from sidecar.protocol import encode_frame
+from modelreg.sidecar.client import Client
+from modelreg.sidecar.protocol import encode_frame
 
 __all__ = ["main", "run"]
 

@@ -7,7 +7,7 @@ answers over the wall time from the common start to the last answer), errors, co
 (EAGAIN/ECONNREFUSED, retried as the client library does) and the slowest client's time from
 its first connect to its tenth answer.
 
-Targets (DESIGN.md): 0 errors, ≥ 50,000 resolves/s, every client answered within 1 s; the
+Targets (docs/ARCHITECTURE.md): 0 errors, ≥ 50,000 resolves/s, every client answered within 1 s; the
 sidecar ≥ 100x central's throughput.
 
 Run: ``python -m benchmarks.bench_sidecar_storm [--connections 2000] [--processes 4]``.

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.registry_db import BuiltRegistry, event_hash
-from central.errors import RegistryError
-from sidecar.client import Client
+from modelreg.errors import RegistryError
+from modelreg.sidecar.client import Client
 
 __all__ = [
     "BenchProc",
@@ -106,7 +106,7 @@ def reg_command() -> list[str]:
     candidate = Path(sys.executable).with_name("reg")
     if candidate.exists():
         return [str(candidate)]
-    return [sys.executable, "-c", "from cli.main import main; main()"]
+    return [sys.executable, "-c", "from modelreg.cli.main import main; main()"]
 
 
 class BenchProc:

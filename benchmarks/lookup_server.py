@@ -1,12 +1,12 @@
 """The storm's baseline: a minimal uvloop lookup server over the same data as the sidecar.
 
-DESIGN.md's storm reference is "a minimal uvloop lookup server". This is one: an asyncio
-``Protocol`` per connection on a Unix socket, frames split by their length prefix, the request
-decoded with msgpack, one dict lookup of a pre-encoded answer (the very bytes the sidecar
-answers, built with :func:`sidecar.index.load` from the same local copy), the ``age_ms`` value
-appended, one ``transport.write`` per batch. No validation, limits, metrics, watches or
-timeouts: what is left is the least any lookup server on this machine pays per connection and
-per request, so the sidecar's storm is reported as a ratio against it, in the same run.
+The storm's reference (docs/ARCHITECTURE.md, "Targets") is "a minimal uvloop lookup server". This is
+one: an asyncio ``Protocol`` per connection on a Unix socket, frames split by their length prefix,
+the request decoded with msgpack, one dict lookup of a pre-encoded answer (the very bytes the
+sidecar answers, built with :func:`modelreg.sidecar.index.load` from the same local copy), the
+``age_ms`` value appended, one ``transport.write`` per batch. No validation, limits, metrics,
+watches or timeouts: what is left is the least any lookup server on this machine pays per connection
+and per request, so the sidecar's storm is reported as a ratio against it, in the same run.
 
 Run: ``python -m benchmarks.lookup_server SOCKET REGISTRY_DB`` (prints ``ready`` once listening).
 """
@@ -25,7 +25,7 @@ from typing import cast
 import msgpack
 import uvloop
 
-from sidecar.index import load
+from modelreg.sidecar.index import load
 
 _LEN = struct.Struct(">I")
 

@@ -1,7 +1,7 @@
 """Build a registry.db of any size for the sidecar benchmarks, without going through central.
 
-The schema comes from :mod:`central.schema` (the same migrations central runs); rows are bulk
-inserted in one transaction, shaped like real ones (lineage, params, metrics, tags, approvals,
+The schema comes from :mod:`modelreg.central.schema` (the same migrations central runs); rows are
+bulk inserted in one transaction, shaped like real ones (lineage, params, metrics, tags, approvals,
 ``production`` and ``staging`` aliases, one event per version, a heartbeat). Event hashes are
 distinct placeholders (:func:`event_hash`), not a real chain: the sidecar only compares them to
 tell a continued history from a replaced one; central's ``audit verify`` would refuse them.
@@ -15,8 +15,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from central.records import now
-from central.schema import migrate
+from modelreg.central.records import now
+from modelreg.central.schema import migrate
 
 __all__ = ["BuiltRegistry", "build_registry", "event_hash", "touch_heartbeat"]
 

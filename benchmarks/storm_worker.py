@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 import uvloop
 
-from sidecar.protocol import encode_frame
+from modelreg.sidecar.protocol import encode_frame
 
 _HEADER = struct.Struct(">I")
 #: How long a refused/busy connect is retried (as the client library does), seconds.

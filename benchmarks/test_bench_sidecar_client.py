@@ -16,9 +16,9 @@ import pytest
 
 from benchmarks.harness import install_local_copy, short_tmpdir, start_echo, start_sidecar
 from benchmarks.registry_db import build_registry
-from sidecar.client import Client, ResolvedModel, _AnswerCache
-from sidecar.index import load
-from sidecar.protocol import encode_frame
+from modelreg.sidecar.client import Client, ResolvedModel, _AnswerCache
+from modelreg.sidecar.index import load
+from modelreg.sidecar.protocol import encode_frame
 
 
 @pytest.fixture(scope="module")

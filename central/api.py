@@ -1,10 +1,11 @@
 """Central's REST routes under ``/v1`` (plus ``/healthz``, ``/metrics``, ``/openapi.json``).
 
 Handlers are thin: authorise (role, then model scope), parse the body or query, call one
-:class:`central.registry.Registry` method, answer JSON. No handler writes SQL, and none turns an
-exception into a response: ``central/app.py``'s error middleware does, with one body everywhere.
+:class:`modelreg.central.registry.Registry` method, answer JSON. No handler writes SQL, and none
+turns an exception into a response: ``central/app.py``'s error middleware does, with one body
+everywhere.
 
-Request bodies are checked against the schemas of :data:`central.openapi.BODIES` (unknown
+Request bodies are checked against the schemas of :data:`modelreg.central.openapi.BODIES` (unknown
 fields, missing fields, wrong types and integers out of range are ``invalid_field`` naming the
 field); the registry then checks values (names, digests, URIs, lengths) and owns those codes.
 """
@@ -19,14 +20,14 @@ from typing import Any
 
 from aiohttp import web
 
-from central.appkeys import AUTH, CONFIG, REGISTRY, REPLICATOR
-from central.auth import TOKEN, Token, scope_filter
-from central.errors import InvalidField, InvalidJSON, PayloadTooLarge
-from central.metrics import CONTENT_TYPE, METRICS
-from central.openapi import BODIES, document
-from central.records import parse_time
-from central.registry import STATUSES, UNSET
-from central.validate import MAX_LIMIT
+from modelreg.central.appkeys import AUTH, CONFIG, REGISTRY, REPLICATOR
+from modelreg.central.auth import Token, request_token, scope_filter
+from modelreg.central.metrics import CONTENT_TYPE, METRICS
+from modelreg.central.openapi import BODIES, document
+from modelreg.central.records import parse_time
+from modelreg.central.registry import STATUSES, UNSET
+from modelreg.central.validate import MAX_LIMIT
+from modelreg.errors import InvalidField, InvalidJSON, PayloadTooLarge
 
 __all__ = ["Handler", "add_routes"]
 
@@ -48,10 +49,6 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 # -- request parsing ---------------------------------------------------------------------------
-
-
-def _token(request: web.Request) -> Token:
-    return request[TOKEN]
 
 
 async def _body(request: web.Request, schema_name: str) -> dict[str, Any]:
@@ -224,7 +221,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def create_model(request: web.Request) -> web.Response:
-    token = _token(request)
+    token = request_token(request)
     token.require("publisher")
     body = await _body(request, "ModelCreate")
     token.require("publisher", body["name"])
@@ -233,7 +230,7 @@ async def create_model(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    token = _token(request)
+    token = request_token(request)
     token.require("reader")
     _query(request, ("prefix", "limit", "page_token"))
     page = await request.app[REGISTRY].list_models(
@@ -244,13 +241,13 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     model = request.match_info["model"]
-    _token(request).require("reader", model)
+    request_token(request).require("reader", model)
     _query(request, ())
     return _json(await request.app[REGISTRY].get_model(model))
 
 
 async def update_model(request: web.Request) -> web.Response:
-    token, model = _token(request), request.match_info["model"]
+    token, model = request_token(request), request.match_info["model"]
     token.require("publisher", model)
     body = await _body(request, "ModelUpdate")
     return _json(await request.app[REGISTRY].update_model(token.name, model, **body))
@@ -260,7 +257,7 @@ async def update_model(request: web.Request) -> web.Response:
 
 
 async def register_version(request: web.Request) -> web.Response:
-    token, model = _token(request), request.match_info["model"]
+    token, model = request_token(request), request.match_info["model"]
     token.require("publisher", model)
     body = await _body(request, "VersionCreate")
     record, created = await request.app[REGISTRY].register_version(token.name, model, **body)
@@ -269,7 +266,7 @@ async def register_version(request: web.Request) -> web.Response:
 
 async def list_versions(request: web.Request) -> web.Response:
     model = request.match_info["model"]
-    _token(request).require("reader", model)
+    request_token(request).require("reader", model)
     _query(request, ("status", "limit", "page_token"))
     page = await request.app[REGISTRY].list_versions(
         model, status=_status(request), **_page(request)
@@ -279,13 +276,13 @@ async def list_versions(request: web.Request) -> web.Response:
 
 async def get_version(request: web.Request) -> web.Response:
     model = request.match_info["model"]
-    _token(request).require("reader", model)
+    request_token(request).require("reader", model)
     _query(request, ())
     return _json(await request.app[REGISTRY].get_version(model, _version(request)))
 
 
 async def update_version(request: web.Request) -> web.Response:
-    token, model = _token(request), request.match_info["model"]
+    token, model = request_token(request), request.match_info["model"]
     token.require("publisher", model)
     version = _version(request)
     body = await _body(request, "VersionUpdate")
@@ -295,7 +292,7 @@ async def update_version(request: web.Request) -> web.Response:
 
 def _decide(approve: bool) -> Handler:
     async def decide(request: web.Request) -> web.Response:
-        token, model = _token(request), request.match_info["model"]
+        token, model = request_token(request), request.match_info["model"]
         token.require("approver", model)
         version = _version(request)
         body = await _body(request, "Decision")
@@ -309,7 +306,7 @@ def _decide(approve: bool) -> Handler:
 
 
 async def archive(request: web.Request) -> web.Response:
-    token, model = _token(request), request.match_info["model"]
+    token, model = request_token(request), request.match_info["model"]
     token.require("admin", model)
     version = _version(request)
     body = await _body(request, "Archive")
@@ -323,7 +320,11 @@ async def archive(request: web.Request) -> web.Response:
 
 
 async def set_alias(request: web.Request) -> web.Response:
-    token, model, alias = _token(request), request.match_info["model"], request.match_info["alias"]
+    token, model, alias = (
+        request_token(request),
+        request.match_info["model"],
+        request.match_info["alias"],
+    )
     token.require(_alias_role(request), model)
     body = await _body(request, "AliasSet")
     record = await request.app[REGISTRY].set_alias(
@@ -338,7 +339,11 @@ async def set_alias(request: web.Request) -> web.Response:
 
 
 async def delete_alias(request: web.Request) -> web.Response:
-    token, model, alias = _token(request), request.match_info["model"], request.match_info["alias"]
+    token, model, alias = (
+        request_token(request),
+        request.match_info["model"],
+        request.match_info["alias"],
+    )
     token.require(_alias_role(request), model)
     _query(request, ("expected",))
     raw = request.query.get("expected")
@@ -357,7 +362,11 @@ async def delete_alias(request: web.Request) -> web.Response:
 
 
 async def rollback_alias(request: web.Request) -> web.Response:
-    token, model, alias = _token(request), request.match_info["model"], request.match_info["alias"]
+    token, model, alias = (
+        request_token(request),
+        request.match_info["model"],
+        request.match_info["alias"],
+    )
     token.require(_alias_role(request), model)
     body = await _body(request, "Reason")
     record = await request.app[REGISTRY].rollback_alias(
@@ -368,14 +377,14 @@ async def rollback_alias(request: web.Request) -> web.Response:
 
 async def get_alias(request: web.Request) -> web.Response:
     model, alias = request.match_info["model"], request.match_info["alias"]
-    _token(request).require("reader", model)
+    request_token(request).require("reader", model)
     _query(request, ("at",))
     return _json(await request.app[REGISTRY].get_alias(model, alias, at=_time(request, "at")))
 
 
 async def alias_history(request: web.Request) -> web.Response:
     model, alias = request.match_info["model"], request.match_info["alias"]
-    _token(request).require("reader", model)
+    request_token(request).require("reader", model)
     _query(request, ("limit", "page_token"))
     page = await request.app[REGISTRY].alias_history(model, alias, **_page(request))
     return _page_answer(page)
@@ -386,13 +395,13 @@ async def alias_history(request: web.Request) -> web.Response:
 
 async def resolve(request: web.Request) -> web.Response:
     model, ref = request.match_info["model"], request.match_info["ref"]
-    _token(request).require("reader", model)
+    request_token(request).require("reader", model)
     _query(request, ("at",))
     return _json(await request.app[REGISTRY].resolve(model, ref, at=_time(request, "at")))
 
 
 async def search_versions(request: web.Request) -> web.Response:
-    token = _token(request)
+    token = request_token(request)
     token.require("reader")
     _query(
         request,
@@ -433,7 +442,7 @@ async def search_versions(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.Response:
-    token = _token(request)
+    token = request_token(request)
     token.require("reader")
     token.require_unscoped("reading the event log")
     _query(request, ("after", "limit", "page_token"))
@@ -445,7 +454,7 @@ async def events(request: web.Request) -> web.Response:
 
 
 async def verify_audit(request: web.Request) -> web.Response:
-    token = _token(request)
+    token = request_token(request)
     token.require("admin")
     token.require_unscoped("verifying the audit log")
     _query(request, ())
@@ -456,7 +465,7 @@ async def verify_audit(request: web.Request) -> web.Response:
 
 
 def _admin(request: web.Request) -> Token:
-    token = _token(request)
+    token = request_token(request)
     token.require("admin")
     token.require_unscoped("managing tokens")
     return token

@@ -27,11 +27,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from central import api
-from central.appkeys import AUTH, CONFIG, REGISTRY
-from central.auth import TOKEN, Auth
-from central.config import CentralConfig
-from central.errors import (
+from modelreg.central import api
+from modelreg.central.appkeys import AUTH, CONFIG, REGISTRY
+from modelreg.central.auth import TOKEN, Auth
+from modelreg.central.config import CentralConfig
+from modelreg.central.lease import DATA_DIR_LOCK_NAME, FileLock
+from modelreg.central.metrics import METRICS, Metrics
+from modelreg.central.registry import Registry
+from modelreg.central.replication import replicate_ctx, restore_ctx
+from modelreg.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -40,10 +44,6 @@ from central.errors import (
     error_body,
     from_body,
 )
-from central.lease import DATA_DIR_LOCK_NAME, FileLock
-from central.metrics import METRICS, Metrics
-from central.registry import Registry
-from central.replication import replicate_ctx, restore_ctx
 
 __all__ = ["create_app"]
 
@@ -128,7 +128,7 @@ async def metrics_middleware(request: web.Request, handler: api.Handler) -> web.
 async def _data_dir_ctx(app: web.Application) -> AsyncIterator[None]:
     """Lock the data directory first: one central per data directory, replicated or not.
 
-    Raises :class:`central.lease.LeaseHeld` naming the holder."""
+    Raises :class:`modelreg.central.lease.LeaseHeld` naming the holder."""
     config = app[CONFIG]
     config.data_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(config.data_dir, DATA_DIR_LOCK_NAME, "the data directory")

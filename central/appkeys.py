@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from central.config import CentralConfig
+from modelreg.central.config import CentralConfig
 
 if TYPE_CHECKING:
-    from central.auth import Auth
-    from central.registry import Registry
-    from central.replication import Replicator
+    from modelreg.central.auth import Auth
+    from modelreg.central.registry import Registry
+    from modelreg.central.replication import Replicator
 
 __all__ = ["AUTH", "CONFIG", "REGISTRY", "REPLICATOR"]
 

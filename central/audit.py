@@ -17,7 +17,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import Any
 
-from central.records import canonical_json
+from modelreg.central.records import canonical_json
 
 __all__ = ["CHUNK_ROWS", "GENESIS_HASH", "Verifier", "event_hash", "event_record", "verify"]
 

@@ -9,9 +9,9 @@ Roles form a small lattice, not a line::
 scoped to model-name globs (``fraud-*``); an empty scope means every model.
 
 Secrets look like ``mr_<43 urlsafe characters>`` and are shown once, when created; only their
-sha256 is stored, in ``secrets.db`` (schema :data:`central.schema.SECRETS_MIGRATIONS`), which is
-never the replicated ``registry.db``. Every token is kept in memory too, keyed by hash, so a
-request is authenticated without touching the disk.
+sha256 is stored, in ``secrets.db`` (schema :data:`modelreg.central.schema.SECRETS_MIGRATIONS`),
+which is never the replicated ``registry.db``. Every token is kept in memory too, keyed by hash, so
+a request is authenticated without touching the disk.
 
 On first start :meth:`Auth.open` creates the ``admin`` token and writes its secret to
 ``config.admin_token_file`` (mode 0600). When that file already holds a valid secret it is reused;
@@ -19,12 +19,12 @@ when it is missing or stale (a restored ``secrets.db`` on a new host) the ``admi
 fresh secret and the file is rewritten.
 
 Every token change (create, revoke, the admin token issued at start) is recorded in the
-registry's hash-chained event log through a :class:`TokenLog` (the :class:`~central.registry.
-Registry`): ``token.create`` / ``token.revoke``, subject the token's name, details ``{role,
-models}``, actor the token that did it (``central`` for the admin token issued at start). The
-``secrets.db`` change commits only once its event is written, so neither exists without the other
-(short of a crash between the two commits, which leaves an event for a change that did not
-happen, never a change without its event).
+registry's hash-chained event log through a :class:`TokenLog` (the
+:class:`~modelreg.central.registry. Registry`): ``token.create`` / ``token.revoke``, subject the
+token's name, details ``{role, models}``, actor the token that did it (``central`` for the admin
+token issued at start). The ``secrets.db`` change commits only once its event is written, so neither
+exists without the other (short of a crash between the two commits, which leaves an event for a
+change that did not happen, never a change without its event).
 """
 
 from __future__ import annotations
@@ -42,12 +42,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from central.config import CentralConfig
-from central.errors import (
+from modelreg.central.config import CentralConfig
+from modelreg.central.records import now
+from modelreg.central.schema import SECRETS_MIGRATIONS, migrate
+from modelreg.errors import (
     AlreadyExists,
     InvalidField,
     InvalidName,
@@ -55,8 +57,6 @@ from central.errors import (
     TokenNotFound,
     Unauthenticated,
 )
-from central.records import now
-from central.schema import SECRETS_MIGRATIONS, migrate
 
 __all__ = [
     "ADMIN_TOKEN_NAME",
@@ -101,8 +101,20 @@ _SECRET_RE = re.compile(SECRET_PREFIX + r"[A-Za-z0-9_-]{43}")
 T = TypeVar("T")
 
 
-#: The authenticated token of a request (set by the auth middleware of ``central/app.py``).
-TOKEN: web.RequestKey[Token] = web.RequestKey("token")
+#: Where the auth middleware of ``central/app.py`` leaves the request's authenticated
+#: :class:`Token`; read it with :func:`request_token`. aiohttp 3.14 added typed request keys
+#: (and warns about plain ones); older releases, down to the floor in ``pyproject.toml``, take
+#: a string.
+if TYPE_CHECKING or hasattr(web, "RequestKey"):
+    TOKEN: web.RequestKey[Token] = web.RequestKey("token")
+else:
+    TOKEN = "modelreg.token"
+
+
+def request_token(request: web.Request) -> Token:
+    """The token the auth middleware authenticated for ``request``."""
+    token: Token = request[TOKEN]
+    return token
 
 
 def role_includes(held: str, needed: str) -> bool:
@@ -184,13 +196,13 @@ class TokenChange:
 
 
 class TokenLog(Protocol):
-    """Where token changes are recorded: :meth:`central.registry.Registry.record_token`."""
+    """Where token changes are recorded: :meth:`modelreg.central.registry.Registry.record_token`."""
 
     async def record_token(
         self, actor: str, action: str, name: str, role: str, models: list[str]
     ) -> dict[str, Any]:
         """Append the change's event; the event with its ``revision``. Raises
-        :class:`central.errors.RegistryError` (then the change must not happen)."""
+        :class:`modelreg.errors.RegistryError` (then the change must not happen)."""
         ...
 
 
@@ -246,7 +258,7 @@ class Auth:
         """Open (and migrate) ``secrets.db``, load the tokens, ensure the admin token exists.
 
         Raises ``sqlite3.Error`` / ``OSError`` when the data directory is unusable and
-        :class:`central.schema.SchemaTooNew` for a database from a newer release.
+        :class:`modelreg.central.schema.SchemaTooNew` for a database from a newer release.
         """
         await asyncio.to_thread(self._open_sync)
         try:

@@ -1,14 +1,14 @@
 """A synchronous client for central's REST API (docs/API.md), on the standard library alone.
 
 One method per route, each returning the decoded JSON answer. Failures raise the classes of
-:mod:`central.errors`:
+:mod:`modelreg.errors`:
 
 - an error answer from central raises the class central raised, rebuilt by
-  :func:`central.errors.from_body` (``ModelNotFound``, ``AliasConflict``, ``PermissionDenied``…,
+  :func:`modelreg.errors.from_body` (``ModelNotFound``, ``AliasConflict``, ``PermissionDenied``…,
   with its details as attributes);
-- central unreachable (refused, reset, timed out, DNS) raises :class:`~central.errors.Unavailable`
+- central unreachable (refused, reset, timed out, DNS) raises :class:`~modelreg.errors.Unavailable`
   whose one-line message names the URL;
-- an answer that is not JSON raises :class:`~central.errors.RegistryError`.
+- an answer that is not JSON raises :class:`~modelreg.errors.RegistryError`.
 
 The constructor does no I/O; every call opens one HTTP request (``urllib``, no keep-alive), so
 an instance may be shared between threads.
@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from central.errors import InvalidName, InvalidRequest, RegistryError, Unavailable, from_body
-from central.records import REGISTRATION_FIELDS, format_time
+from modelreg.central.records import REGISTRATION_FIELDS, format_time
+from modelreg.errors import InvalidName, InvalidRequest, RegistryError, Unavailable, from_body
 
 __all__ = ["DEFAULT_TIMEOUT_S", "UNSET", "CentralClient"]
 
@@ -62,7 +62,7 @@ Query = Mapping[str, Any]
 def _segment(value: str | int) -> str:
     """One path segment, percent-encoded so that no value can reach another route.
 
-    Raises :class:`~central.errors.InvalidName` for an empty value (it would name another route).
+    Raises :class:`~modelreg.errors.InvalidName` for an empty value (it would name another route).
     """
     text = str(value)
     if not text:
@@ -83,7 +83,7 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
 class CentralClient:
     """Calls central at ``url`` (``http://host:port``) with an optional bearer ``token``.
 
-    Raises :class:`~central.errors.InvalidRequest` at once if ``url`` is not an http(s) URL.
+    Raises :class:`~modelreg.errors.InvalidRequest` at once if ``url`` is not an http(s) URL.
     """
 
     def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S):
@@ -111,7 +111,7 @@ class CentralClient:
         """Send one request; return ``(HTTP status, decoded JSON)`` of a 2xx answer.
 
         ``query`` values that are ``None`` are left out, lists become repeated parameters.
-        Raises the :mod:`central.errors` class of an error answer, ``Unavailable`` when central
+        Raises the :mod:`modelreg.errors` class of an error answer, ``Unavailable`` when central
         cannot be reached, ``RegistryError`` when a 2xx answer is not JSON.
         """
         url = self.url + path

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
-from central.errors import CODES, HTTP_STATUS
+from modelreg.errors import CODES, HTTP_STATUS
 
 __all__ = ["BODIES", "OPERATIONS", "Operation", "document"]
 

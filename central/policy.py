@@ -1,12 +1,12 @@
 """The domain rules: every mutation of the registry as a plain function.
 
-Each function takes the write connection and the :class:`central.store.WriteContext` first,
+Each function takes the write connection and the :class:`modelreg.central.store.WriteContext` first,
 checks its rule against the database, changes rows and appends exactly one event with
-``ctx.append_event`` — or raises a class of :mod:`central.errors` having changed nothing (the
+``ctx.append_event`` — or raises a class of :mod:`modelreg.errors` having changed nothing (the
 store rolls the write back). They run only through ``Store.write``; arguments are already
-validated by :mod:`central.validate`.
+validated by :mod:`modelreg.central.validate`.
 
-Rules (DESIGN.md, "Data model"):
+Rules (docs/ARCHITECTURE.md, "Data model"):
 
 * version numbers are ``models.last_version + 1``, and ``last_version`` never decreases, so a
   number is never reused, even after archive;
@@ -25,8 +25,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Final
 
-from central import queries
-from central.errors import (
+from modelreg.central import queries
+from modelreg.central.records import IMMUTABLE_VERSION_FIELDS, canonical_json, version_record
+from modelreg.central.store import WriteContext
+from modelreg.errors import (
     AliasConflict,
     AliasNotFound,
     AlreadyExists,
@@ -37,8 +39,6 @@ from central.errors import (
     NothingToRollBack,
     VersionInUse,
 )
-from central.records import IMMUTABLE_VERSION_FIELDS, canonical_json, version_record
-from central.store import WriteContext
 
 __all__ = [
     "IMMUTABLE_FIELDS",

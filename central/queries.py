@@ -1,9 +1,9 @@
 """Reads of ``registry.db``: records, lists with keyset pagination, search, point in time.
 
 Plain functions of a ``sqlite3`` connection. They run on the store's read-only connections,
-and :mod:`central.policy` uses the lookup helpers inside write transactions too. Arguments are
-already validated (:mod:`central.validate`); these raise only the ``NotFound`` family and
-:class:`InvalidField` for a bad page token.
+and :mod:`modelreg.central.policy` uses the lookup helpers inside write transactions too. Arguments
+are already validated (:mod:`modelreg.central.validate`); these raise only the ``NotFound`` family
+and :class:`InvalidField` for a bad page token.
 
 Pages are ``{"items": [...], "next_page_token": str | None}``. A page token is the urlsafe
 base64 of ``{"k": <list kind>, "p": <position of the last row>}``: rows are read strictly after
@@ -19,9 +19,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from central import audit
-from central.errors import AliasNotFound, InvalidField, ModelNotFound, VersionNotFound
-from central.records import VERSION_SELECT, model_record, version_record
+from modelreg.central import audit
+from modelreg.central.records import VERSION_SELECT, model_record, version_record
+from modelreg.errors import AliasNotFound, InvalidField, ModelNotFound, VersionNotFound
 
 __all__ = [
     "ModelRow",

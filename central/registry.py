@@ -1,12 +1,12 @@
 """The registry facade the HTTP layer calls: validate, then read or write through the store.
 
-Every method validates its arguments (:mod:`central.validate`) before touching the database,
-so bad input raises an :class:`~central.errors.InvalidRequest` and changes nothing. Mutations
-run the rule functions of :mod:`central.policy` through the store's one write path and return
-the written record with the new registry ``"revision"``; reads run :mod:`central.queries` on a
-read-only connection.
+Every method validates its arguments (:mod:`modelreg.central.validate`) before touching the
+database, so bad input raises an :class:`~modelreg.errors.InvalidRequest` and changes nothing.
+Mutations run the rule functions of :mod:`modelreg.central.policy` through the store's one write
+path and return the written record with the new registry ``"revision"``; reads run
+:mod:`modelreg.central.queries` on a read-only connection.
 
-Errors (all from :mod:`central.errors`): ``InvalidName``, ``InvalidDigest``, ``InvalidURI``,
+Errors (all from :mod:`modelreg.errors`): ``InvalidName``, ``InvalidDigest``, ``InvalidURI``,
 ``InvalidField`` for bad arguments; ``ModelNotFound``, ``VersionNotFound``, ``AliasNotFound``;
 ``AlreadyExists``, ``AliasConflict``, ``InvalidTransition``, ``NotApproved``, ``VersionInUse``,
 ``NothingToRollBack``, ``FourEyesViolation`` for rules; ``Unavailable`` when the registry is
@@ -20,14 +20,14 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from central import policy, queries
-from central import validate as v
-from central.audit import Verifier
-from central.config import CentralConfig
-from central.errors import InvalidField
-from central.policy import UNSET, Unset
-from central.records import REGISTRATION_FIELDS
-from central.store import Store
+from modelreg.central import policy, queries
+from modelreg.central import validate as v
+from modelreg.central.audit import Verifier
+from modelreg.central.config import CentralConfig
+from modelreg.central.policy import UNSET, Unset
+from modelreg.central.records import REGISTRATION_FIELDS
+from modelreg.central.store import Store
+from modelreg.errors import InvalidField
 
 __all__ = ["STATUSES", "TOKEN_ACTIONS", "UNSET", "Registry", "Unset"]
 
@@ -64,7 +64,7 @@ class Registry:
     async def open(self) -> None:
         """Create the data directory, migrate ``registry.db`` and write the heartbeat row.
 
-        Raises :class:`central.schema.SchemaTooNew` for a database of a newer release.
+        Raises :class:`modelreg.central.schema.SchemaTooNew` for a database of a newer release.
         """
         await self.store.open()
         try:
@@ -433,7 +433,8 @@ class Registry:
 
     async def verify_audit(self) -> dict[str, Any]:
         """Recompute the event hash chain, in chunks of short reads: ``{"ok", "checked",
-        "revision", "first_bad_revision", "message"}`` (see :func:`central.audit.verify`)."""
+        "revision", "first_bad_revision", "message"}`` (see
+        :func:`modelreg.central.audit.verify`)."""
         verifier = Verifier()
         while True:
             result = await self.store.read(verifier.step)

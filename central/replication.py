@@ -4,8 +4,8 @@ registry.db goes to ``<replica_url>/registry`` and secrets.db to ``<replica_url>
 (sidecars only ever read the first). Start-up, in :func:`restore_ctx`, before anything opens a
 database:
 
-1. take the writer lock of the replica path (:mod:`central.lease`): one central per replica;
-2. restore each database that is missing locally and present in the replica;
+1. take the writer lock of the replica path (:mod:`modelreg.central.lease`): one central per
+replica; 2. restore each database that is missing locally and present in the replica;
 3. refuse a *stale* local registry.db: when the replica holds a higher revision than the local
    file (a failover volume that missed writes), starting would fork history. ``force``
    overrides (the local file wins and the replica continues from it).
@@ -40,9 +40,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from central.appkeys import CONFIG, REPLICATOR
-from central.config import CentralConfig
-from central.lease import Lease, LeaseHeld, lease_for
+from modelreg.central.appkeys import CONFIG, REPLICATOR
+from modelreg.central.config import CentralConfig
+from modelreg.central.lease import Lease, LeaseHeld, lease_for
 
 __all__ = [
     "DB_NAMES",

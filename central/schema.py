@@ -13,7 +13,7 @@ database whose version is above ``len(MIGRATIONS)`` comes from a newer release a
 Conventions the sidecar relies on (it loads ``registry.db`` read-only, with plain ``sqlite3``):
 
 * Times are TEXT in one fixed UTC format, ``2026-11-27T09:34:47.123456Z`` (see
-  :func:`central.records.now`), so string order is time order.
+  :func:`modelreg.central.records.now`), so string order is time order.
 * JSON columns (``tags``, ``params``, ``metrics``, ``details``) hold a JSON object, never NULL.
 * ``events.revision`` is the registry revision: ``MAX(revision)`` is the current one.
 * ``heartbeat`` has exactly one row (``id = 1``) once central has started.

@@ -1,8 +1,8 @@
 """The one write path to ``registry.db``, and its read connections.
 
 Why a dedicated single-thread executor and not aiosqlite: every write must run a *plain*
-function of a ``sqlite3`` connection (the domain rules in :mod:`central.policy` are ordinary
-synchronous code, testable without an event loop), and the writer batches concurrent writes
+function of a ``sqlite3`` connection (the domain rules in :mod:`modelreg.central.policy` are
+ordinary synchronous code, testable without an event loop), and the writer batches concurrent writes
 into one transaction (group commit). Both need control over which statements share a
 transaction, which aiosqlite's per-call proxy hides. One thread owns the one write connection,
 so SQLite's single-writer rule is honoured by construction and nothing ever waits on
@@ -44,10 +44,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from central import audit
-from central.errors import RegistryError, Unavailable
-from central.records import canonical_json, now
-from central.schema import migrate
+from modelreg.central import audit
+from modelreg.central.records import canonical_json, now
+from modelreg.central.schema import migrate
+from modelreg.errors import RegistryError, Unavailable
 
 __all__ = ["MAX_BATCH", "READ_THREADS", "Store", "WriteContext"]
 
@@ -168,7 +168,7 @@ class Store:
     async def open(self) -> None:
         """Create the directory, open and migrate the database, start the writer.
 
-        Raises :class:`central.schema.SchemaTooNew` for a database of a newer release and
+        Raises :class:`modelreg.central.schema.SchemaTooNew` for a database of a newer release and
         ``sqlite3.Error`` / ``OSError`` when the file cannot be opened.
         """
         loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
-"""Argument checks for every :class:`central.registry.Registry` method.
+"""Argument checks for every :class:`modelreg.central.registry.Registry` method.
 
 Pure functions: each returns the clean value or raises the matching class of
-:mod:`central.errors` (with ``field=`` naming the argument) before anything touches the
+:mod:`modelreg.errors` (with ``field=`` naming the argument) before anything touches the
 database, so bad input never changes anything.
 
 Limits are module constants; they bound what one request can make central store.
@@ -15,8 +15,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from central.errors import InvalidDigest, InvalidField, InvalidName, InvalidURI
-from central.records import parse_time
+from modelreg.central.records import parse_time
+from modelreg.errors import InvalidDigest, InvalidField, InvalidName, InvalidURI
 
 __all__ = [
     "MAX_ACTOR_LEN",

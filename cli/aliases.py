@@ -6,16 +6,16 @@ from typing import Any
 
 import click
 
-from central.client import UNSET
-from cli.context import Context, json_option, pass_context
-from cli.output import alias_move_text, emit, moves_table
+from modelreg.central.client import UNSET
+from modelreg.cli.context import Context, ParamType, json_option, pass_context
+from modelreg.cli.output import alias_move_text, emit, moves_table
 
 __all__ = ["ExpectedVersion", "register"]
 
 
-class ExpectedVersion(click.ParamType[Any]):
+class ExpectedVersion(ParamType[Any]):
     """``--expected``: a version number, ``none`` for "the alias is unset now", or ``any``
-    (the default: no compare-and-set, :data:`central.client.UNSET`)."""
+    (the default: no compare-and-set, :data:`modelreg.central.client.UNSET`)."""
 
     name = "N|none"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from cli.context import Context, RegGroup, command_error, json_option, pass_context
-from cli.output import emit, event_rows, fields_text
+from modelreg.cli.context import Context, RegGroup, command_error, json_option, pass_context
+from modelreg.cli.output import emit, event_rows, fields_text
 
 __all__ = ["audit", "register"]
 

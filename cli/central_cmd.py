@@ -1,9 +1,9 @@
 """``reg central serve`` and ``reg central status``: run central, or ask one how it is doing.
 
-``serve`` builds the :class:`~central.config.CentralConfig` once (flags > ``REG_*`` environment >
-``--config`` file > defaults), then runs :func:`central.app.create_app` under uvloop. SIGTERM or
-SIGINT stops it gracefully: the listener closes first, then replication is flushed (litestream
-syncs once more), then the databases close; the exit code is 0.
+``serve`` builds the :class:`~modelreg.central.config.CentralConfig` once (flags > ``REG_*``
+environment > ``--config`` file > defaults), then runs :func:`modelreg.central.app.create_app` under
+uvloop. SIGTERM or SIGINT stops it gracefully: the listener closes first, then replication is
+flushed (litestream syncs once more), then the databases close; the exit code is 0.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 import click
 
-from cli.context import EXIT_UNAVAILABLE, Context, command_error, json_option, pass_context
-from cli.output import emit, fields_text
+from modelreg.cli.context import EXIT_UNAVAILABLE, Context, command_error, json_option, pass_context
+from modelreg.cli.output import emit, fields_text
 
 __all__ = ["register"]
 
@@ -45,12 +45,12 @@ def build_config(
     force: bool,
     config_file: Path | None,
 ) -> Any:
-    """The config of ``serve``: :func:`central.config.load`, then the replica default.
+    """The config of ``serve``: :func:`modelreg.central.config.load`, then the replica default.
 
     No replica given anywhere: ``file://<absolute data dir>/replica``; ``none`` disables it.
-    Raises :class:`central.config.ConfigError`.
+    Raises :class:`modelreg.central.config.ConfigError`.
     """
-    from central.config import load
+    from modelreg.central.config import load
 
     config = load(
         _flags(
@@ -76,7 +76,7 @@ class StartupError(Exception):
 
 
 def _startup_error(config: Any, exc: BaseException) -> StartupError:
-    from central.schema import SchemaTooNew
+    from modelreg.central.schema import SchemaTooNew
 
     if isinstance(exc, SchemaTooNew):
         return StartupError(f"{config.data_dir}: {exc}")
@@ -92,9 +92,9 @@ async def serve(config: Any) -> None:
 
     from aiohttp import web
 
-    from central.app import create_app
-    from central.lease import LeaseHeld
-    from central.schema import SchemaTooNew
+    from modelreg.central.app import create_app
+    from modelreg.central.lease import LeaseHeld
+    from modelreg.central.schema import SchemaTooNew
 
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -204,8 +204,8 @@ def register(root: click.Group) -> None:
         """
         import uvloop
 
-        from central.config import ConfigError
-        from central.replication import ReplicationError
+        from modelreg.central.config import ConfigError
+        from modelreg.central.replication import ReplicationError
 
         parent = click.get_current_context().find_root()
         if data_dir is None and parent.get_parameter_source("data_dir") not in (

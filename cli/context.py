@@ -19,12 +19,12 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from central.client import CentralClient
-from central.errors import (
+from modelreg.central.client import CentralClient
+from modelreg.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
@@ -187,8 +187,19 @@ class RegGroup(click.Group):
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+if TYPE_CHECKING:
+    ParamType = click.ParamType
+else:
 
-class KeyValue(click.ParamType[tuple[str, Any]]):
+    class ParamType(click.ParamType):
+        """``click.ParamType``, subscriptable at run time on every click release: it is a generic
+        class only from click 8.4 on, and ``pyproject.toml`` accepts click 8.1."""
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+
+class KeyValue(ParamType[tuple[str, Any]]):
     """``KEY=VALUE`` -> ``(key, value)``; with ``numeric`` the value must be a finite number."""
 
     name = "KEY=VALUE"

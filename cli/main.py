@@ -13,21 +13,22 @@ import sys
 
 import click
 
-from cli.context import RegGroup, global_options
+from modelreg import __version__
+from modelreg.cli.context import RegGroup, global_options
 
 __all__ = ["COMMAND_MODULES", "main", "root"]
 
 #: The modules that add commands to ``reg``; each defines ``register(root: click.Group)``.
 COMMAND_MODULES = (
-    "cli.central_cmd",  # reg central serve|status
-    "cli.models",  # reg models create|list|show
-    "cli.versions",  # reg push|approve|reject|archive|search
-    "cli.aliases",  # reg promote|rollback|history
-    "cli.audit",  # reg events, reg audit verify
-    "cli.tokens",  # reg token create|list|revoke
-    "cli.node",  # reg resolve|watch|status (sidecar by default)
-    "cli.sidecar_cmd",  # reg sidecar run
-    "cli.up",  # reg up
+    "modelreg.cli.central_cmd",  # reg central serve|status
+    "modelreg.cli.models",  # reg models create|list|show
+    "modelreg.cli.versions",  # reg push|approve|reject|archive|search
+    "modelreg.cli.aliases",  # reg promote|rollback|history
+    "modelreg.cli.audit",  # reg events, reg audit verify
+    "modelreg.cli.tokens",  # reg token create|list|revoke
+    "modelreg.cli.node",  # reg resolve|watch|status (sidecar by default)
+    "modelreg.cli.sidecar_cmd",  # reg sidecar run
+    "modelreg.cli.up",  # reg up
 )
 
 
@@ -37,6 +38,7 @@ COMMAND_MODULES = (
     epilog="Exit codes: 0 ok, 1 error, 2 usage or invalid argument, 3 not found, "
     "4 conflict or permission denied, 5 unavailable.",
 )
+@click.version_option(__version__, "--version", prog_name="reg", message="%(prog)s %(version)s")
 @global_options
 def root() -> None:
     """modelreg: which exact model serves production, who approved it, what it was trained on.

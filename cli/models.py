@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.context import (
+from modelreg.cli.context import (
     KEY_VALUE,
     Context,
     RegGroup,
@@ -16,7 +16,7 @@ from cli.context import (
     pairs_dict,
     pass_context,
 )
-from cli.output import emit, model_text, models_table
+from modelreg.cli.output import emit, model_text, models_table
 
 __all__ = ["models", "register"]
 

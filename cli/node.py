@@ -1,7 +1,7 @@
 """``reg resolve``, ``reg watch`` and ``reg status``: this node's view, through its sidecar.
 
 These commands speak to the sidecar on ``--socket`` (``REG_SOCKET``) with the same
-:class:`sidecar.client.Client` serving code uses; ``reg resolve --central`` and
+:class:`modelreg.sidecar.client.Client` serving code uses; ``reg resolve --central`` and
 ``reg resolve --at`` ask central instead (point-in-time answers only central keeps).
 Library errors become exit codes at the root group: 3 not found, 5 sidecar unavailable.
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from central.records import format_time, parse_time
-from cli.context import Context, json_option, pass_context
-from cli.output import emit, fields_text, value_text, version_text
-from sidecar.client import Client, ResolvedModel
+from modelreg.central.records import format_time, parse_time
+from modelreg.cli.context import Context, json_option, pass_context
+from modelreg.cli.output import emit, fields_text, value_text, version_text
+from modelreg.sidecar.client import Client, ResolvedModel
 
 __all__ = [
     "CONNECT_DEADLINE_S",

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from cli.context import Context
+from modelreg.cli.context import Context
 
 __all__ = [
     "alias_move_text",

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from sidecar import config as sidecar_config
+from modelreg.sidecar import config as sidecar_config
 
 __all__ = ["register"]
 
@@ -109,9 +109,9 @@ def run(**flags: Any) -> None:
         reg sidecar run --replica 's3://models/reg?endpoint=http://minio:9000' \\
             --socket /run/reg/sidecar.sock --http-port 9464
     """
-    from sidecar.daemon import run as run_daemon
-    from sidecar.follower import LitestreamMissing
-    from sidecar.server import SocketInUse
+    from modelreg.sidecar.daemon import run as run_daemon
+    from modelreg.sidecar.follower import LitestreamMissing
+    from modelreg.sidecar.server import SocketInUse
 
     flags["socket"] = flags.pop("socket_path")
     try:

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from cli.context import Context, RegGroup, json_option, pass_context
-from cli.output import emit, table
+from modelreg.cli.context import Context, RegGroup, json_option, pass_context
+from modelreg.cli.output import emit, table
 
 __all__ = ["ROLES", "register", "token"]
 

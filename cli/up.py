@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from cli.context import EXIT_CONFLICT, EXIT_ERROR, EXIT_UNAVAILABLE, Context, pass_context
+from modelreg.cli.context import EXIT_CONFLICT, EXIT_ERROR, EXIT_UNAVAILABLE, Context, pass_context
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT_S",
@@ -61,7 +61,7 @@ _POLL_S = 0.1
 _LOG_TAIL_LINES = 20
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-_REG_MAIN = "import sys; sys.argv[0] = 'reg'; from cli.main import main; main()"
+_REG_MAIN = "import sys; sys.argv[0] = 'reg'; from modelreg.cli.main import main; main()"
 
 
 def _reg_argv() -> tuple[str, ...]:
@@ -399,8 +399,8 @@ def _wait_until(
 
 
 def _central_ready(url: str) -> Callable[[], bool]:
-    from central.client import CentralClient
-    from central.errors import RegistryError
+    from modelreg.central.client import CentralClient
+    from modelreg.errors import RegistryError
 
     client = CentralClient(url, timeout=2.0)
 
@@ -415,8 +415,8 @@ def _central_ready(url: str) -> Callable[[], bool]:
 
 
 def _sidecar_ready(socket: Path) -> Callable[[], bool]:
-    from central.errors import RegistryError
-    from sidecar.client import Client
+    from modelreg.errors import RegistryError
+    from modelreg.sidecar.client import Client
 
     def probe() -> bool:
         if not socket.exists():
@@ -527,7 +527,7 @@ def run_stack(
             _wait_until(sidecar, _sidecar_ready(layout.socket), children, signals, timeout_s)
             demo_model = None
             if demo:
-                from cli.up_demo import run_demo
+                from modelreg.cli.up_demo import run_demo
 
                 demo_model = run_demo(layout, say)
             say("")

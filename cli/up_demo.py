@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from central.client import CentralClient
-from central.errors import AliasConflict, AliasNotFound, AlreadyExists, RegistryError
-from sidecar.client import Client
+from modelreg.central.client import CentralClient
+from modelreg.errors import AliasConflict, AliasNotFound, AlreadyExists, RegistryError
+from modelreg.sidecar.client import Client
 
 if TYPE_CHECKING:
-    from cli.up import Layout
+    from modelreg.cli.up import Layout
 
 __all__ = ["DEMO_MODEL", "run_demo"]
 
@@ -77,9 +77,9 @@ def _ensure_alias(
 def run_demo(layout: Layout, say: Callable[[str], None]) -> str:
     """Bring the demo model to its state at central, wait for the sidecar; return the model.
 
-    Raises :class:`cli.up.StackError` when central refuses a step (the message says which).
+    Raises :class:`modelreg.cli.up.StackError` when central refuses a step (the message says which).
     """
-    from cli.up import StackError
+    from modelreg.cli.up import StackError
 
     try:
         token = layout.admin_token_file.read_text().strip()

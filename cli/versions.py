@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from central.records import parse_time
-from cli.context import (
+from modelreg.central.records import parse_time
+from modelreg.cli.context import (
     KEY_NUMBER,
     KEY_VALUE,
     Context,
@@ -20,7 +20,7 @@ from cli.context import (
     pairs_dict,
     pass_context,
 )
-from cli.output import emit, versions_table
+from modelreg.cli.output import emit, versions_table
 
 __all__ = ["file_digest", "register"]
 

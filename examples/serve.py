@@ -31,9 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from central.errors import RegistryError
-from sidecar.artifacts import fetch_artifact
-from sidecar.client import DEFAULT_SOCKET_PATH, Client, ResolvedModel
+from modelreg import Client, RegistryError, ResolvedModel
+from modelreg.sidecar.artifacts import fetch_artifact
+from modelreg.sidecar.client import DEFAULT_SOCKET_PATH
 
 #: Largest request body accepted by /predict, in bytes.
 MAX_REQUEST_BYTES = 1024 * 1024

@@ -6,8 +6,8 @@ hashing while it copies, into a temporary file beside the destination that is re
 only once the digest matched. A mismatch, a short read or any error leaves nothing new at
 ``dest`` (an existing file there is only ever replaced by a verified copy)::
 
-    from sidecar.artifacts import fetch_artifact
-    from sidecar.client import Client
+    from modelreg.sidecar.artifacts import fetch_artifact
+    from modelreg.sidecar.client import Client
 
     with Client() as reg:
         path = fetch_artifact(reg.resolve("fraud", "production"), "/models/fraud.onnx")
@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from central.errors import (
+from modelreg.errors import (
     ArtifactDigestMismatch,
     InvalidDigest,
     InvalidField,
@@ -38,7 +38,7 @@ from central.errors import (
     PermissionDenied,
     Unavailable,
 )
-from sidecar.client import ResolvedModel
+from modelreg.sidecar.client import ResolvedModel
 
 __all__ = ["CHUNK_BYTES", "DEFAULT_HTTP_TIMEOUT_S", "FETCH_SCHEMES", "fetch_artifact"]
 
@@ -124,13 +124,13 @@ def fetch_artifact(
 ) -> Path:
     """Copy ``record``'s artifact to ``dest`` and return the path written.
 
-    ``record`` is a :class:`~sidecar.client.ResolvedModel` or a version record dict (as
+    ``record`` is a :class:`~modelreg.sidecar.client.ResolvedModel` or a version record dict (as
     central's API returns it). ``dest`` is the file to write, or an existing directory to write
     into under the URI's last path segment. The bytes are streamed, hashed while copied to a
     temporary file in the same directory, and renamed onto ``dest`` only when the sha256 (and
     the size, when the record has one) matched.
 
-    Raises :class:`~central.errors.ArtifactDigestMismatch` (with ``uri``, ``expected``,
+    Raises :class:`~modelreg.errors.ArtifactDigestMismatch` (with ``uri``, ``expected``,
     ``actual``) when the digest differs, ``InvalidURI`` for a scheme it cannot copy,
     ``InvalidDigest`` for a record whose sha256 is not 64 lowercase hex digits, ``NotFound`` for
     a missing file or an HTTP 404, ``PermissionDenied`` for a refused read, and ``Unavailable``

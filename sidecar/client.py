@@ -3,7 +3,7 @@
 Two classes with one behaviour, :class:`Client` (blocking sockets) and :class:`AsyncClient`
 (asyncio), both speaking the socket protocol of ``docs/PROTOCOL.md``::
 
-    from sidecar.client import Client
+    from modelreg.sidecar.client import Client
 
     with Client("/run/modelreg/sidecar.sock") as reg:
         model = reg.resolve("fraud", "production")
@@ -13,16 +13,16 @@ Two classes with one behaviour, :class:`Client` (blocking sockets) and :class:`A
 
 How it fails, so serving code can decide what to do:
 
-* The sidecar answered with an error frame: the same :mod:`central.errors` class central would
+* The sidecar answered with an error frame: the same :mod:`modelreg.errors` class central would
   raise for that code (``ModelNotFound``, ``AliasNotFound``, ``NotReady``, ``Timeout`` …).
 * The socket is missing, refuses connections or is busy (``ENOENT``, ``ECONNREFUSED``,
   ``EAGAIN``; a sidecar that is starting or restarting): retried with jittered exponential
-  backoff until ``connect_deadline_s`` has passed, then :class:`central.errors.Unavailable`.
+  backoff until ``connect_deadline_s`` has passed, then :class:`modelreg.errors.Unavailable`.
 * A ``resolve`` answered ``not_ready`` (the sidecar is loading its local copy at start, or has
   no copy yet): retried the same way until ``connect_deadline_s``, then ``NotReady`` — so a
   container that starts while its node's sidecar restarts waits a moment instead of failing.
 * The sidecar went away mid-answer or did not answer within ``timeout_s``:
-  :class:`~central.errors.Unavailable`. Every operation is a read, so a request that failed on
+  :class:`~modelreg.errors.Unavailable`. Every operation is a read, so a request that failed on
   a reused connection (the sidecar restarted since) is sent once more on a fresh one.
 
 One connection is opened on first use and reused by every call; a lock makes a :class:`Client`
@@ -53,9 +53,9 @@ from typing import Any, Self
 
 import msgpack
 
-from central.errors import InvalidRequest, NotReady, RegistryError, Unavailable, from_body
-from sidecar import config as sidecar_config
-from sidecar.protocol import MAX_RESPONSE_BYTES, encode_frame
+from modelreg.errors import InvalidRequest, NotReady, RegistryError, Unavailable, from_body
+from modelreg.sidecar import config as sidecar_config
+from modelreg.sidecar.protocol import MAX_RESPONSE_BYTES, encode_frame
 
 __all__ = [
     "DEFAULT_CONNECT_DEADLINE_S",
@@ -219,10 +219,10 @@ class _AnswerCache:
     """Decoded resolve answers by request frame, so asking the same ``model@ref`` again costs
     a byte comparison instead of a decode.
 
-    The sidecar pre-encodes each answer and appends only ``age_ms`` per request (DESIGN.md):
-    an answer whose bytes equal the cached one's up to a trailing integer is the same record
-    at the same revision with a new age. Anything else (a new revision, another layout, an
-    error) is decoded in full. Bounded; emptied when full.
+    The sidecar pre-encodes each answer and appends only ``age_ms`` per request
+    (docs/ARCHITECTURE.md): an answer whose bytes equal the cached one's up to a trailing integer is
+    the same record at the same revision with a new age. Anything else (a new revision, another
+    layout, an error) is decoded in full. Bounded; emptied when full.
     """
 
     MAX_ENTRIES = 1024

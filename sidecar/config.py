@@ -84,13 +84,14 @@ class SidecarConfig:
 
     @property
     def source_url(self) -> str:
-        """The base replica URL (cheap: :attr:`follow_url` imports ``central.replication``)."""
+        """The base replica URL (cheap: :attr:`follow_url` imports
+        ``modelreg.central.replication``)."""
         return self.replica_url or default_replica_url()
 
     @property
     def follow_url(self) -> str:
         """The URL of the replicated registry.db: ``<replica_url>/registry``."""
-        from central.replication import replica_url
+        from modelreg.central.replication import replica_url
 
         return replica_url(self.replica_url or default_replica_url(), "registry")
 

@@ -3,7 +3,7 @@
 Start order: both sockets are bound first, so a client never finds no socket (``ENOENT``);
 the msgpack socket answers ``not_ready`` (saying what it waits for) while the newest local copy
 loads, then serves it (fail static). Only then are the HTTP server and the follower started:
-they import aiohttp and ``central.replication`` (~0.3 s), in a worker thread, while lookups
+they import aiohttp and ``modelreg.central.replication`` (~0.3 s), in a worker thread, while lookups
 are already answered; the HTTP socket's early connections wait in its listen backlog. With no
 local copy, ``not_ready`` lasts until the first restore completes.
 """
@@ -17,11 +17,11 @@ import socket
 import sys
 from collections.abc import Callable, Mapping
 
-from sidecar.config import SidecarConfig
-from sidecar.follower import Follower
-from sidecar.metrics import Metrics
-from sidecar.server import SocketServer, bind_unix_socket
-from sidecar.state import Node
+from modelreg.sidecar.config import SidecarConfig
+from modelreg.sidecar.follower import Follower
+from modelreg.sidecar.metrics import Metrics
+from modelreg.sidecar.server import SocketServer, bind_unix_socket
+from modelreg.sidecar.state import Node
 
 __all__ = ["run"]
 
@@ -64,15 +64,15 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop everything and return.
 
-    Raises :class:`sidecar.server.SocketInUse` before serving anything, and
-    :class:`sidecar.follower.LitestreamMissing` once the local copy is loaded (the sockets are
-    closed and removed again).
+    Raises :class:`modelreg.sidecar.server.SocketInUse` before serving anything, and
+    :class:`modelreg.sidecar.follower.LitestreamMissing` once the local copy is loaded (the sockets
+    are closed and removed again).
     """
     # A full index load runs in a worker thread: a short GIL switch interval bounds how long a
     # lookup can wait behind it (default 5 ms).
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     metrics = Metrics()
-    # The base URL, not config.follow_url: that imports central.replication (and aiohttp)
+    # The base URL, not config.follow_url: that imports modelreg.central.replication (and aiohttp)
     node = Node(metrics, config.stale_after_s, describe_source=config.source_url)
     _gauges(metrics, node)
     follower = Follower(config, node, metrics, environ)
@@ -97,7 +97,7 @@ async def run(
             http_sock = bind_unix_socket(config.http_socket, config.socket_mode)
         await follower.load_local()  # answering not_ready meanwhile
         if not stop.is_set():  # SIGTERM during the load: stop without starting the rest
-            http_module = await asyncio.to_thread(importlib.import_module, "sidecar.http")
+            http_module = await asyncio.to_thread(importlib.import_module, "modelreg.sidecar.http")
             http = http_module.HttpServer(
                 node, metrics, config.http_socket, config.http_port, config.socket_mode
             )

@@ -3,15 +3,16 @@
 Files in the data directory: ``replica-N.db`` (a restored copy), ``replica-N.db-txid`` (written
 by litestream once the copy is complete, rewritten on each applied change) and
 ``replica-N.log`` (the child's output). N grows by one for every restore. ``index.msgpack`` is
-the encoded index saved after each full load and on shutdown (:mod:`sidecar.snapshot`), so a
-restart re-encodes only what changed since.
+the encoded index saved after each full load and on shutdown (:mod:`modelreg.sidecar.snapshot`), so
+a restart re-encodes only what changed since.
 
 Life cycle, one loop every ``poll`` seconds:
 
 * **Start**: the newest complete local copy is loaded and served at once (fail static), and a
   fresh restore into ``replica-<N+1>.db`` begins. litestream 0.5.17 refuses to resume follow
-  mode on an existing copy after any write since the replica's last snapshot (DESIGN.md,
-  "Known pitfalls"), so a copy is never re-followed: a restart always restores a new file.
+  mode on an existing copy after any write since the replica's last snapshot
+  (docs/ARCHITECTURE.md, "Replication and its pitfalls"), so a copy is never re-followed: a
+  restart always restores a new file.
 * **Follow**: when the active copy's ``-txid`` changes, its revision and heartbeat are read
   through a short read-only connection; only when the revision moved is the copy loaded (in a
   worker thread, re-encoding only the models the new events name) and swapped in. A heartbeat
@@ -40,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import snapshot
-from sidecar.config import SidecarConfig
-from sidecar.index import Index, IndexError_, load, read_head
-from sidecar.metrics import Metrics
-from sidecar.state import Node
+from modelreg.sidecar import snapshot
+from modelreg.sidecar.config import SidecarConfig
+from modelreg.sidecar.index import Index, IndexError_, load, read_head
+from modelreg.sidecar.metrics import Metrics
+from modelreg.sidecar.state import Node
 
 __all__ = ["Follower", "LitestreamMissing"]
 
@@ -164,13 +165,15 @@ class Follower:
     async def start(self) -> None:
         """Serve the newest local copy (if not done yet) and start restoring a fresh one.
 
-        ``central.replication`` (and the aiohttp it imports, ~0.3 s) is imported in a worker
-        thread only now, after the local copy is served. Raises :class:`LitestreamMissing`.
+        ``modelreg.central.replication`` (and the aiohttp it imports, ~0.3 s) is imported in a
+        worker thread only now, after the local copy is served. Raises :class:`LitestreamMissing`.
         """
         if not self._loaded_local:
             await self.load_local()
-        replication = await asyncio.to_thread(importlib.import_module, "central.replication")
-        config = await asyncio.to_thread(importlib.import_module, "central.config")
+        replication = await asyncio.to_thread(
+            importlib.import_module, "modelreg.central.replication"
+        )
+        config = await asyncio.to_thread(importlib.import_module, "modelreg.central.config")
         try:
             self._binary = replication.litestream_path(
                 config.CentralConfig(litestream_bin=self.config.litestream_bin or None)
@@ -248,8 +251,8 @@ class Follower:
             await self._save(index)
 
     async def _read_saved(self) -> Index | None:
-        """:func:`sidecar.snapshot.read` in a worker thread, the cyclic GC paused as for a load
-        (collections walking the 100k objects being read made it ~2x slower)."""
+        """:func:`modelreg.sidecar.snapshot.read` in a worker thread, the cyclic GC paused as for a
+        load (collections walking the 100k objects being read made it ~2x slower)."""
         gc.disable()
         try:
             return await asyncio.to_thread(snapshot.read, self._saved_path)
@@ -257,7 +260,8 @@ class Follower:
             self._freeze()
 
     async def _load(self, path: Path, previous: Index | None) -> Index:
-        """:func:`sidecar.index.load` in a worker thread, with the cyclic GC paused meanwhile.
+        """:func:`modelreg.sidecar.index.load` in a worker thread, with the cyclic GC paused
+        meanwhile.
 
         Each young-generation collection would walk the new index's 100k-entry dict with the
         GIL held (~10 ms); :meth:`_freeze` re-enables collection once the index is frozen.

@@ -11,8 +11,8 @@ Routes (all GET)::
 
 Bodies are the socket protocol's answers encoded as JSON (``{"ok": true, "result", "revision",
 "age_ms"}`` or ``{"ok": false, "error": {...}}``), with the HTTP status of the error code from
-:mod:`central.errors`. The answers come from the same :class:`~sidecar.state.Node`, so both
-front ends always agree.
+:mod:`modelreg.errors`. The answers come from the same :class:`~modelreg.sidecar.state.Node`, so
+both front ends always agree.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from central.errors import (
+from modelreg.errors import (
     HTTP_STATUS,
     InvalidField,
     InvalidRequest,
@@ -35,10 +35,10 @@ from central.errors import (
     RegistryError,
     error_body,
 )
-from sidecar.metrics import Metrics
-from sidecar.protocol import parse_request
-from sidecar.server import bind_unix_socket
-from sidecar.state import Node, decode_frame
+from modelreg.sidecar.metrics import Metrics
+from modelreg.sidecar.protocol import parse_request
+from modelreg.sidecar.server import bind_unix_socket
+from modelreg.sidecar.state import Node, decode_frame
 
 __all__ = ["HttpServer", "create_app"]
 
@@ -195,8 +195,8 @@ class HttpServer:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Bind and serve (on ``sock`` when given: the Unix socket bound beforehand by
-        :func:`sidecar.server.bind_unix_socket`). Raises :class:`sidecar.server.SocketInUse`
-        or ``OSError``."""
+        :func:`modelreg.sidecar.server.bind_unix_socket`). Raises
+        :class:`modelreg.sidecar.server.SocketInUse` or ``OSError``."""
         self._runner = web.AppRunner(
             create_app(self.node, self.metrics), access_log=None, handle_signals=False
         )

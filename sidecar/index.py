@@ -2,11 +2,11 @@
 
 :func:`read_head` and :func:`load` each open the copy through one short-lived read-only
 connection (``file:...?mode=ro``) and close it before returning: a long-lived connection would
-block ``litestream restore -f`` from applying changes (DESIGN.md, "Known pitfalls"). A load
-builds a new :class:`Index`; the server swaps the reference atomically, so a lookup never sees
-a half-built index and never waits for a load.
+block ``litestream restore -f`` from applying changes (docs/ARCHITECTURE.md, "Replication and its
+pitfalls"). A load builds a new :class:`Index`; the server swaps the reference atomically, so a
+lookup never sees a half-built index and never waits for a load.
 
-Answers are stored as :func:`sidecar.protocol.ok_prefix` bytes (``ok``, ``result``,
+Answers are stored as :func:`modelreg.sidecar.protocol.ok_prefix` bytes (``ok``, ``result``,
 ``revision`` and the ``age_ms`` key already encoded); a lookup appends the age and the ``id``.
 """
 
@@ -25,7 +25,14 @@ from typing import Any
 
 import msgspec
 
-from central.errors import (
+from modelreg.central.records import (
+    TIME_FORMAT,
+    VERSION_COLUMNS,
+    VERSION_SELECT,
+    model_record,
+    version_record,
+)
+from modelreg.errors import (
     AliasNotFound,
     ModelNotFound,
     NotFound,
@@ -33,14 +40,7 @@ from central.errors import (
     Unavailable,
     VersionNotFound,
 )
-from central.records import (
-    TIME_FORMAT,
-    VERSION_COLUMNS,
-    VERSION_SELECT,
-    model_record,
-    version_record,
-)
-from sidecar.protocol import _OK_RESULT, ok_entry, pack, revision_tail
+from modelreg.sidecar.protocol import _OK_RESULT, ok_entry, pack, revision_tail
 
 __all__ = [
     "INCREMENTAL_MAX_EVENTS",
@@ -72,7 +72,7 @@ class Head:
 class Index:
     """One immutable snapshot of the registry, every answer pre-encoded.
 
-    ``resolve`` maps ``(model, ref)`` -> answer entry (:func:`sidecar.protocol.ok_entry`),
+    ``resolve`` maps ``(model, ref)`` -> answer entry (:func:`modelreg.sidecar.protocol.ok_entry`),
     where ``ref`` is an alias, a version number in decimal, or ``latest``; ``get`` maps a model
     name -> its entry. Entries carry no revision (``tail`` does), so an entry that did not
     change is the same bytes object in consecutive indexes: a reload re-encodes only the
@@ -196,7 +196,7 @@ class _Archived(msgspec.Struct, gc=False):
 
 
 class _Version(msgspec.Struct, gc=False):
-    """:func:`central.records.version_record`'s keys in its order, plus ``ref``."""
+    """:func:`modelreg.central.records.version_record`'s keys in its order, plus ``ref``."""
 
     model: Any
     version: Any
@@ -216,7 +216,7 @@ class _Version(msgspec.Struct, gc=False):
 
 
 # _encode unpacks VERSION_SELECT rows by position into these structs: fail at import, not
-# with wrong answers, if central.records changes its columns or its record.
+# with wrong answers, if modelreg.central.records changes its columns or its record.
 assert len(VERSION_COLUMNS) == 25, VERSION_COLUMNS
 assert (*version_record(("",) * 25), "ref") == _Version.__struct_fields__, "record keys moved"
 
@@ -226,8 +226,8 @@ class _JsonObjects:
 
     Many versions carry identical params, metrics or tags (``{}`` above all), so decoding
     each distinct text once is most of the load time saved. Same rules as
-    ``central.records``: anything but a JSON object reads as ``{}``. The decoded objects are
-    shared between records and never mutated (they are only packed).
+    ``modelreg.central.records``: anything but a JSON object reads as ``{}``. The decoded objects
+    are shared between records and never mutated (they are only packed).
     """
 
     def __init__(self) -> None:
@@ -506,7 +506,7 @@ def _encode(conn: sqlite3.Connection, only: list[str] | None, out: _Built) -> No
         counts[model] = counts.get(model, 0) + 1
         refs = extra_refs.get((model, number))
         ref = str(number)
-        # The record of central.records.version_record, as structs that msgspec encodes to
+        # The record of modelreg.central.records.version_record, as structs that msgspec encodes to
         # the same msgpack map in C; "ref" last, so every ref naming it can share its body.
         record = _Version(
             model,

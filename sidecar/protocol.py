@@ -13,7 +13,7 @@ stream stays in sync, and the server answers it with an error frame.
 
 Responses are maps: ``{"ok": true, "result": ..., "revision": n, "age_ms": n, "id"?: ...}`` or
 ``{"ok": false, "error": {"code", "message", ...details}, "id"?: ...}``. The codes are those of
-:mod:`central.errors`. ``docs/PROTOCOL.md`` is the specification; this module is its reference
+:mod:`modelreg.errors`. ``docs/PROTOCOL.md`` is the specification; this module is its reference
 implementation.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import msgpack
 
-from central.errors import InvalidField, InvalidRequest, RegistryError, error_body
+from modelreg.errors import InvalidField, InvalidRequest, RegistryError, error_body
 
 __all__ = [
     "MAX_ID_BYTES",

@@ -1,11 +1,11 @@
 """The msgpack socket server: an asyncio ``Protocol`` per connection on a Unix socket.
 
-The lookup path is: feed bytes to the connection's :class:`~sidecar.protocol.FrameDecoder`,
+The lookup path is: feed bytes to the connection's :class:`~modelreg.sidecar.protocol.FrameDecoder`,
 validate each request, one dict access in the current index, a few bytes appended (age, id),
 and one ``transport.write`` per batch of pipelined requests. Answers leave in request order; a
 request waiting for ``min_revision`` holds back the answers behind it on that connection only.
 
-Defences (DESIGN.md "Storm-ready"): listen backlog :data:`BACKLOG`; request frames above
+Defences (docs/ARCHITECTURE.md, "Storm-ready"): listen backlog :data:`BACKLOG`; request frames above
 ``MAX_REQUEST_BYTES`` close the connection after an error frame; a connection limit; a sweep
 closes connections idle for ``idle_timeout_s`` (watchers exempt) or holding a partial frame for
 ``frame_timeout_s``; a client that does not read its answers is paused, and closed when its
@@ -30,9 +30,9 @@ from typing import Any, cast
 
 import msgpack
 
-from central.errors import InvalidRequest, PayloadTooLarge, RegistryError, Unavailable
-from sidecar.metrics import Metrics
-from sidecar.protocol import (
+from modelreg.errors import InvalidRequest, PayloadTooLarge, RegistryError, Unavailable
+from modelreg.sidecar.metrics import Metrics
+from modelreg.sidecar.protocol import (
     MAX_REQUEST_BYTES,
     FrameDecoder,
     FrameError,
@@ -43,7 +43,7 @@ from sidecar.protocol import (
     parse_request,
     request_id,
 )
-from sidecar.state import Answer, Node
+from modelreg.sidecar.state import Answer, Node
 
 __all__ = [
     "BACKLOG",

@@ -2,10 +2,10 @@
 
 A cold start with 100k versions would otherwise spend seconds encoding answers it had already
 encoded before the restart. :func:`save` writes the index's entries (msgpack, written to a
-temporary file and renamed); :func:`read` rebuilds an :class:`~sidecar.index.Index` from them.
-The saved index is never trusted on its own: the follower passes it to
-:func:`sidecar.index.load` as ``previous``, which uses it only if the local copy continues its
-history (same event hash at its revision) and re-encodes whatever changed since.
+temporary file and renamed); :func:`read` rebuilds an :class:`~modelreg.sidecar.index.Index` from
+them. The saved index is never trusted on its own: the follower passes it to
+:func:`modelreg.sidecar.index.load` as ``previous``, which uses it only if the local copy continues
+its history (same event hash at its revision) and re-encodes whatever changed since.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from sidecar.index import Index, build_list_entry
-from sidecar.protocol import ok_entry, pack, revision_tail
+from modelreg.sidecar.index import Index, build_list_entry
+from modelreg.sidecar.protocol import ok_entry, pack, revision_tail
 
 __all__ = ["FORMAT", "SAVED_INDEX_NAME", "read", "save"]
 

@@ -1,9 +1,9 @@
 """What a sidecar knows right now, and how it answers a request from it.
 
-:class:`Node` holds the current :class:`~sidecar.index.Index` (swapped atomically by the
+:class:`Node` holds the current :class:`~modelreg.sidecar.index.Index` (swapped atomically by the
 follower), the replicated heartbeat, the follower's status, the watchers and the callers waiting
-for a revision. Both front ends (the msgpack socket in :mod:`sidecar.server` and JSON/HTTP in
-:mod:`sidecar.http`) answer through :meth:`Node.answer`, so they give the same answers.
+for a revision. Both front ends (the msgpack socket in :mod:`modelreg.sidecar.server` and JSON/HTTP
+in :mod:`modelreg.sidecar.http`) answer through :meth:`Node.answer`, so they give the same answers.
 
 Every answer is a complete msgpack frame (bytes); :meth:`Node.answer` never blocks. A request
 with ``min_revision`` above the current revision gets an :class:`asyncio.Future` instead,
@@ -19,10 +19,10 @@ from typing import Any
 
 import msgpack
 
-from central.errors import NotReady, Timeout
-from sidecar.index import Index
-from sidecar.metrics import Metrics
-from sidecar.protocol import Request, error_frame, ok_frame, ok_prefix, pack, result_of
+from modelreg.errors import NotReady, Timeout
+from modelreg.sidecar.index import Index
+from modelreg.sidecar.metrics import Metrics
+from modelreg.sidecar.protocol import Request, error_frame, ok_frame, ok_prefix, pack, result_of
 
 __all__ = ["Answer", "Node", "Watcher", "decode_frame"]
 

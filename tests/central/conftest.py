@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from central.app import create_app
-from central.appkeys import AUTH, REGISTRY
-from central.config import CentralConfig
+from modelreg.central.app import create_app
+from modelreg.central.appkeys import AUTH, REGISTRY
+from modelreg.central.config import CentralConfig
 
 ROLES = ("reader", "publisher", "approver", "deployer", "admin")
 SHA = "a" * 64

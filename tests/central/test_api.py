@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from central.appkeys import REGISTRY
-from central.auth import hash_secret
-from central.errors import CODES, HTTP_STATUS, ModelNotFound
-from central.openapi import OPERATIONS, document
+from modelreg.central.appkeys import REGISTRY
+from modelreg.central.auth import hash_secret
+from modelreg.central.openapi import OPERATIONS, document
+from modelreg.errors import CODES, HTTP_STATUS, ModelNotFound
 from tests.central.conftest import SHA, Api, db_state
 from tests.central.test_auth_matrix import CASES as MATRIX
 
@@ -654,7 +654,7 @@ class TestErrors:
             raise ModelNotFound("no model 'x'", model=object())
 
         monkeypatch.setattr(api.client.app[REGISTRY], "get_model", odd)
-        with caplog.at_level(logging.ERROR, logger="central.app"):
+        with caplog.at_level(logging.ERROR, logger="modelreg.central.app"):
             status, body = await api.call("GET", "/v1/models/x")
         expected = (404, {"error": {"code": "model_not_found", "message": "no model 'x'"}})
         assert expected == (status, body)
@@ -668,7 +668,7 @@ class TestErrors:
             raise RuntimeError("sqlite3 says: secret driver detail")
 
         monkeypatch.setattr(api.client.app[REGISTRY], "get_model", broken)
-        with caplog.at_level(logging.ERROR, logger="central.app"):
+        with caplog.at_level(logging.ERROR, logger="modelreg.central.app"):
             status, body = await api.call("GET", "/v1/models/fraud")
         expected = (500, {"error": {"code": "internal", "message": "internal error"}}, True)
         assert expected == (status, body, "secret driver detail" in caplog.text)
@@ -677,7 +677,7 @@ class TestErrors:
 class TestLifecycle:
     async def test_admin_token_survives_restart(self, aiohttp_client: Any, api: Api) -> None:
         """A second start reuses the admin token file and the tokens made before."""
-        from central.app import create_app
+        from modelreg.central.app import create_app
 
         await api.client.close()
         client = await aiohttp_client(create_app(api.config))
@@ -688,8 +688,8 @@ class TestLifecycle:
 
     async def test_heartbeat_runs(self, aiohttp_client: Any, tmp_path: Path) -> None:
         """With a heartbeat interval the heartbeat row appears and keeps moving."""
-        from central.app import create_app
-        from central.config import CentralConfig
+        from modelreg.central.app import create_app
+        from modelreg.central.config import CentralConfig
 
         config = CentralConfig(data_dir=tmp_path / "hb", heartbeat_interval_s=0.05)
         await aiohttp_client(create_app(config))
@@ -710,8 +710,8 @@ class TestLifecycle:
 
 def test_db_state_reads_counts(tmp_path: Path) -> None:
     """db_state (used by the bad-input tests) counts rows of a real registry file."""
-    from central.config import CentralConfig
-    from central.schema import migrate
+    from modelreg.central.config import CentralConfig
+    from modelreg.central.schema import migrate
 
     config = CentralConfig(data_dir=tmp_path)
     conn = sqlite3.connect(config.registry_db, isolation_level=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from central.metrics import LATENCY_BUCKETS_S, Metrics, escape_label
+from modelreg.central.metrics import LATENCY_BUCKETS_S, Metrics, escape_label
 from tests.central.conftest import Api
 
 # One sample line of the text format: name, optional {labels}, value.

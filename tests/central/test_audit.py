@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from central import audit
-from central.config import CentralConfig
-from central.records import canonical_json
-from central.registry import Registry
+from modelreg.central import audit
+from modelreg.central.config import CentralConfig
+from modelreg.central.records import canonical_json
+from modelreg.central.registry import Registry
 
 EVENTS = 8
 

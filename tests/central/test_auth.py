@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from central.auth import ROLES, Auth, Token, hash_secret, new_secret, role_includes
-from central.config import CentralConfig
-from central.errors import (
+from modelreg.central.auth import ROLES, Auth, Token, hash_secret, new_secret, role_includes
+from modelreg.central.config import CentralConfig
+from modelreg.errors import (
     AlreadyExists,
     InvalidField,
     InvalidName,

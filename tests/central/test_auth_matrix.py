@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from central.appkeys import AUTH
-from central.openapi import OPERATIONS
+from modelreg.central.appkeys import AUTH
+from modelreg.central.openapi import OPERATIONS
 from tests.central.conftest import BAD_TOKEN, Api
 
 PRINCIPALS = ("reader", "publisher", "approver", "deployer", "admin", "none", "bad")

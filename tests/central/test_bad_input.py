@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from central.config import CentralConfig
-from central.openapi import BODIES
+from modelreg.central.config import CentralConfig
+from modelreg.central.openapi import BODIES
 from tests.central.conftest import Api, db_state
 
 VERSIONS = "/v1/models/fraud/versions"

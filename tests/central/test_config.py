@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from central.config import CentralConfig, ConfigError, load
+from modelreg.central.config import CentralConfig, ConfigError, load
 
 
 def _toml(tmp_path: Path, text: str) -> Path:

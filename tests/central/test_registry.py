@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from central import errors
-from central.config import CentralConfig
-from central.queries import encode_token
-from central.registry import UNSET, Registry
-from central.schema import MIGRATIONS, SchemaTooNew
+from modelreg import errors
+from modelreg.central.config import CentralConfig
+from modelreg.central.queries import encode_token
+from modelreg.central.registry import UNSET, Registry
+from modelreg.central.schema import MIGRATIONS, SchemaTooNew
 
 SHA = "a" * 64
 SHA2 = "b" * 64

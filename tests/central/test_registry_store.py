@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from central import audit, errors, store
-from central.store import Store, WriteContext
+from modelreg import errors
+from modelreg.central import audit, store
+from modelreg.central.store import Store, WriteContext
 
 
 @pytest.fixture

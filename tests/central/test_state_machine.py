@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from central import audit, errors
-from central.config import CentralConfig
-from central.registry import UNSET, Registry
+from modelreg import errors
+from modelreg.central import audit
+from modelreg.central.config import CentralConfig
+from modelreg.central.registry import UNSET, Registry
 
 MODELS = ("fraud", "churn")
 ALIASES = ("production", "staging")

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from central.app import create_app
-from central.appkeys import REGISTRY
-from central.auth import Auth, hash_secret
-from central.config import CentralConfig
-from central.errors import InvalidField, InvalidName, Unavailable
-from central.registry import Registry
+from modelreg.central.app import create_app
+from modelreg.central.appkeys import REGISTRY
+from modelreg.central.auth import Auth, hash_secret
+from modelreg.central.config import CentralConfig
+from modelreg.central.registry import Registry
+from modelreg.errors import InvalidField, InvalidName, Unavailable
 from tests.central.conftest import Api, db_state
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the ``reg`` command tests: a real central app served in-process over TCP.
 
-``central_server`` runs :func:`central.app.create_app` on 127.0.0.1 (a free port) in a
+``central_server`` runs :func:`modelreg.central.app.create_app` on 127.0.0.1 (a free port) in a
 background thread with its own event loop, on a fresh data directory without replication, and
 creates an ``approver`` and a ``deployer`` token besides the admin one, so four eyes can be
 satisfied. ``reg`` is driven through click's ``CliRunner``.
@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from click.testing import CliRunner, Result
 
-from central.app import create_app
-from central.client import CentralClient
-from central.config import CentralConfig
-from cli.main import root
+from modelreg.central.app import create_app
+from modelreg.central.client import CentralClient
+from modelreg.central.config import CentralConfig
+from modelreg.cli.main import root
+from tests.clirunner import CliRunner, Result
 
 #: Every REG_* variable a developer's shell might set, unset for each invocation.
 CLEAN_ENV: dict[str, str | None] = {

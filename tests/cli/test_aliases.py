@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from central.records import now
+from modelreg.central.records import now
 from tests.cli.conftest import Reg, one_line_error
 
 

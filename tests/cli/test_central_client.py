@@ -1,4 +1,5 @@
-"""``central.client.CentralClient`` against a real central: answers and errors mapped back."""
+"""``modelreg.central.client.CentralClient`` against a real central: answers and errors mapped
+back."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from central.app import create_app
-from central.client import CentralClient
-from central.config import CentralConfig
-from central.errors import (
+from modelreg.central.app import create_app
+from modelreg.central.client import CentralClient
+from modelreg.central.config import CentralConfig
+from modelreg.cli.context import exit_code_for
+from modelreg.errors import (
     CODES,
     AliasConflict,
     Conflict,
@@ -23,7 +25,6 @@ from central.errors import (
     Unauthenticated,
     Unavailable,
 )
-from cli.context import exit_code_for
 from tests.cli.conftest import Reg
 from tests.procs import free_port
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 import pytest
 
-from cli.main import root
+from modelreg.cli.main import root
 from tests.cli.conftest import CLEAN_ENV, Reg, one_line_error
+from tests.clirunner import CliRunner
 from tests.procs import free_port
 
 #: The groups built here; their commands must all show an example in their help.
@@ -89,7 +90,7 @@ class TestUnavailable:
     def test_unreachable_central_exits_5_naming_the_url(self) -> None:
         """Nothing listening: exit 5 and one line with the URL, never a traceback."""
         url = f"http://127.0.0.1:{free_port()}"
-        result = click.testing.CliRunner().invoke(
+        result = CliRunner().invoke(
             root, ["--central", url, "--token", "t", "models", "list"], env=CLEAN_ENV
         )
         assert result.exit_code == 5
@@ -97,7 +98,7 @@ class TestUnavailable:
 
     def test_central_url_without_scheme_is_a_usage_error(self) -> None:
         """``--central`` must be an http(s) URL: exit 2."""
-        result = click.testing.CliRunner().invoke(
+        result = CliRunner().invoke(
             root, ["--central", "localhost:8080", "--token", "t", "models", "list"], env=CLEAN_ENV
         )
         assert result.exit_code == 2
@@ -108,7 +109,7 @@ class TestHelp:
     @pytest.mark.parametrize("path", OWN_COMMANDS)
     def test_every_command_has_an_example(self, path: str) -> None:
         """Each command's ``--help`` shows an Example block."""
-        result = click.testing.CliRunner().invoke(root, [*path.split(), "--help"], env=CLEAN_ENV)
+        result = CliRunner().invoke(root, [*path.split(), "--help"], env=CLEAN_ENV)
         assert result.exit_code == 0, result.output
         assert "Example:" in result.stdout
 
@@ -133,8 +134,9 @@ class TestHelp:
         assert set(OWN_COMMANDS) <= paths
 
 
-#: DESIGN.md's "CLI: reg" list: every command and the flags it names (global ones aside).
-DESIGN_COMMANDS: dict[str, tuple[str, ...]] = {
+#: docs/ARCHITECTURE.md's "The reg command" list: every command and the flags it names (global
+#: ones aside).
+DOCUMENTED_COMMANDS: dict[str, tuple[str, ...]] = {
     "up": ("--data-dir", "--demo"),
     "central serve": ("--data-dir", "--listen", "--replica"),
     "sidecar run": ("--replica", "--data-dir", "--socket", "--http-socket", "--http-port"),
@@ -168,7 +170,8 @@ NO_JSON = frozenset({"central serve", "sidecar run", "up"})
 
 class TestDesignList:
     def test_every_design_command_exists_with_its_flags(self) -> None:
-        """Every command of DESIGN.md's list is registered and takes the flags named there."""
+        """Every command of docs/ARCHITECTURE.md's list is registered and takes the flags named
+        there."""
         commands = dict(_commands(root))
         missing = {
             path: [
@@ -177,7 +180,7 @@ class TestDesignList:
                 if path not in commands
                 or flag not in {o for p in commands[path].params for o in p.opts}
             ]
-            for path, flags in DESIGN_COMMANDS.items()
+            for path, flags in DOCUMENTED_COMMANDS.items()
         }
         assert {} == {
             path: flags for path, flags in missing.items() if flags or path not in commands
@@ -224,3 +227,34 @@ class TestEntryPoint:
             [str(exe), "models", "show", "nope"], env=env, capture_output=True, timeout=60
         )
         assert (shown.returncode, len(shown.stderr.decode().strip().splitlines())) == (3, 1)
+
+
+class TestShellCompletion:
+    """The README's completion lines work: click's ``_REG_COMPLETE`` protocol on the real script."""
+
+    def _complete(self, words: str, shell: str = "bash") -> str:
+        exe = Path(sys.executable).parent / "reg"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REG_")}
+        env |= {
+            "_REG_COMPLETE": f"{shell}_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        done = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=60)
+        assert 0 == done.returncode, done.stderr
+        return done.stdout
+
+    @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+    def test_the_source_script_is_printed(self, shell: str) -> None:
+        """``_REG_COMPLETE=<shell>_source reg`` prints a script that calls ``reg`` back."""
+        exe = Path(sys.executable).parent / "reg"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REG_")}
+        env["_REG_COMPLETE"] = f"{shell}_source"
+        done = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=60)
+        assert 0 == done.returncode, done.stderr
+        assert "_REG_COMPLETE" in done.stdout
+
+    def test_commands_and_subcommands_complete(self) -> None:
+        """``reg pro<TAB>`` offers promote; ``reg token cr<TAB>`` offers create."""
+        assert "plain,promote\n" == self._complete("reg pro")
+        assert "plain,create\n" == self._complete("reg token cr")

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from central.records import now
-from cli.main import root
+from modelreg.central.records import now
+from modelreg.cli.main import root
 from tests.cli.conftest import CLEAN_ENV, Reg, one_line_error
+from tests.clirunner import CliRunner, Result
 from tests.procs import BIN_DIR, free_port, stop_process
 from tests.sidecar.conftest import sample_registry, seed_copy
 from tests.sidecar.helpers import SidecarProc, short_dir, start_sidecar
@@ -84,7 +84,7 @@ class TestResolve:
         for arg in ("@production", "fraud@"):
             result = run_reg(node[0].socket, "resolve", arg)
             assert 2 == result.exit_code, arg
-            assert "MODEL@REF" in result.output
+            assert "MODEL@REF" in result.stderr
 
     def test_wait_ms_needs_min_revision(self, node: tuple[SidecarProc, Path]) -> None:
         """--wait-ms alone is a usage error."""
@@ -129,7 +129,7 @@ class TestResolveAtCentral:
         """An --at that is not a time is a usage error."""
         result = reg("resolve", "fraud@canary", "--at", "yesterday-ish")
         assert 2 == result.exit_code
-        assert "RFC 3339" in result.output
+        assert "RFC 3339" in result.stderr
 
     def test_central_unreachable_exits_5(self) -> None:
         """--central with nobody listening at the URL: one error line, exit code 5."""

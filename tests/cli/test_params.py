@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from central.client import UNSET
-from cli.aliases import ExpectedVersion
-from cli.context import KEY_NUMBER, KEY_VALUE
+from modelreg.central.client import UNSET
+from modelreg.cli.aliases import ExpectedVersion
+from modelreg.cli.context import KEY_NUMBER, KEY_VALUE
 
 KEYS = st.text(min_size=1).filter(lambda k: "=" not in k and k.strip() != "")
 

@@ -84,11 +84,11 @@ class UpProc:
         assert found is not None, f"no pid of {name} in:\n{self.output()}"
         return int(found.group(1))
 
-    def env(self) -> dict[str, str]:
+    def env(self, bin_dir: Path = BIN_DIR) -> dict[str, str]:
         """The environment a user's second terminal would have: venv first, this stack's URL."""
         return {
             **os.environ,
-            "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "REG_CENTRAL_URL": self.url,
             "REG_DATA_DIR": str(self.data_dir),
             "REG_SOCKET": str(self.socket),
@@ -123,8 +123,10 @@ def run_up(
     port: int,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    bin_dir: Path = BIN_DIR,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start ``reg up --data-dir .reg --listen 127.0.0.1:PORT ARGS`` in ``workdir``.
+    """Start ``reg up --data-dir .reg --listen 127.0.0.1:PORT ARGS`` in ``workdir``, with the
+    ``reg`` of ``bin_dir`` (this interpreter's by default).
 
     Returns the process and the file its output goes to.
     """
@@ -133,7 +135,7 @@ def run_up(
     with open(out, "wb") as handle:
         proc = subprocess.Popen(
             [
-                str(BIN_DIR / "reg"),
+                str(bin_dir / "reg"),
                 "up",
                 "--data-dir",
                 ".reg",
@@ -155,14 +157,16 @@ def start_up(
     args: Sequence[str] = (),
     port: int | None = None,
     wait: bool = True,
+    bin_dir: Path = BIN_DIR,
 ) -> UpProc:
     """Start ``reg up`` in ``workdir`` (a fresh short temp dir by default) and wait until ready.
 
-    The caller stops it (``UpProc.stop``) in a ``finally``.
+    ``bin_dir`` holds the ``reg`` to run (this interpreter's by default; another virtualenv's
+    for the installed-wheel test). The caller stops it (``UpProc.stop``) in a ``finally``.
     """
     workdir = workdir or short_tempdir()
     port = port or free_port()
-    proc, out = run_up(workdir, port, args)
+    proc, out = run_up(workdir, port, args, bin_dir=bin_dir)
     up = UpProc(proc, workdir, (workdir / ".reg").resolve(), port, out)
     if wait:
         try:

@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from central.client import CentralClient
-from cli.main import root
-from cli.up import LOCK_NAME, AlreadyRunning, Layout, acquire_lock, next_steps
-from cli.up_demo import DEMO_APPROVER, DEMO_MODEL
-from sidecar.artifacts import fetch_artifact
-from sidecar.client import Client
+from modelreg.central.client import CentralClient
+from modelreg.cli.main import root
+from modelreg.cli.up import LOCK_NAME, AlreadyRunning, Layout, acquire_lock, next_steps
+from modelreg.cli.up_demo import DEMO_APPROVER, DEMO_MODEL
+from modelreg.sidecar.artifacts import fetch_artifact
+from modelreg.sidecar.client import Client
+from tests.clirunner import CliRunner
 from tests.e2e.stack import (
     STACK_ENV,
     UpProc,
@@ -98,7 +98,7 @@ class TestHints:
         """reg up serves plain http on this machine, so --central https://… is refused (exit 2)."""
         result = CliRunner().invoke(root, ["--central", "https://reg.example.com", "up"])
         assert 2 == result.exit_code
-        assert "plain http" in result.output
+        assert "plain http" in result.stderr
 
 
 class TestTwice:

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from central.client import CentralClient
-from sidecar.client import Client
+from modelreg.central.client import CentralClient
+from modelreg.sidecar.client import Client
 from tests.e2e.readme import README, Step, commands, walkthrough
 from tests.e2e.stack import UpProc, short_tempdir, start_up
 from tests.procs import free_port, stop_process, wait_for

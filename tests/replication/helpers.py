@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from central.client import CentralClient
-from central.replication import litestream_env, replica_url
+from modelreg.central.client import CentralClient
+from modelreg.central.replication import litestream_env, replica_url
 
 LITESTREAM = str(Path(sys.executable).parent / "litestream")
 DIGEST = "ab" * 32

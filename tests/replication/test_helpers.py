@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from central.config import CentralConfig
-from central.lease import FileLock, LeaseHeld, S3Client, S3Lease
-from central.replication import (
+from modelreg.central.config import CentralConfig
+from modelreg.central.lease import FileLock, LeaseHeld, S3Client, S3Lease
+from modelreg.central.replication import (
     LITESTREAM_VERSION,
     ReplicationError,
     Replicator,
@@ -24,7 +24,7 @@ from central.replication import (
     parse_log_line,
     replica_url,
 )
-from cli.central_cmd import build_config
+from modelreg.cli.central_cmd import build_config
 from tests.conftest import s3_replica_url
 from tests.procs import MotoProc
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from central.client import CentralClient
+from modelreg.central.client import CentralClient
 from tests.conftest import s3_replica_url
 from tests.procs import MotoProc, start_central, wait_for
 from tests.replication.helpers import burst, replica_revision, restore, revision, rows

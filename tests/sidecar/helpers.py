@@ -1,7 +1,7 @@
 """A real ``reg sidecar run`` process for tests, and a raw socket client to talk to it.
 
-The raw client speaks the framing by hand (not through ``sidecar.client``) so that these tests
-check the wire format itself.
+The raw client speaks the framing by hand (not through ``modelreg.sidecar.client``) so that these
+tests check the wire format itself.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.protocol import MAX_RESPONSE_BYTES, FrameDecoder, encode_frame
+from modelreg.sidecar.protocol import MAX_RESPONSE_BYTES, FrameDecoder, encode_frame
 from tests.procs import BIN_DIR, stop_process, wait_for
 
 __all__ = [

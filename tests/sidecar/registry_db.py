@@ -1,4 +1,4 @@
-"""Build a ``registry.db`` directly: ``central.schema.migrate`` plus plain inserts.
+"""Build a ``registry.db`` directly: ``modelreg.central.schema.migrate`` plus plain inserts.
 
 The sidecar only reads the file, so its tests need no central: this writer produces the same
 rows central would (one event per write, a heartbeat row), without the policy checks.
@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from central.records import TIME_FORMAT, now
-from central.schema import migrate
+from modelreg.central.records import TIME_FORMAT, now
+from modelreg.central.schema import migrate
 
 __all__ = ["RegistryDB"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from central.errors import (
+from modelreg.errors import (
     AliasNotFound,
     InvalidField,
     InvalidRequest,
@@ -20,8 +20,8 @@ from central.errors import (
     Unavailable,
     VersionNotFound,
 )
-from sidecar.client import AsyncClient, Client, Lineage, ResolvedModel
-from sidecar.protocol import FrameDecoder, encode_frame
+from modelreg.sidecar.client import AsyncClient, Client, Lineage, ResolvedModel
+from modelreg.sidecar.protocol import FrameDecoder, encode_frame
 from tests.sidecar.conftest import sample_registry, seed_copy
 from tests.sidecar.helpers import SidecarProc, http_get, short_dir, start_sidecar
 

@@ -12,15 +12,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from central.errors import (
+from modelreg.errors import (
     ArtifactDigestMismatch,
     InvalidDigest,
     InvalidURI,
     NotFound,
     Unavailable,
 )
-from sidecar.artifacts import fetch_artifact
-from sidecar.client import ResolvedModel
+from modelreg.sidecar.artifacts import fetch_artifact
+from modelreg.sidecar.client import ResolvedModel
 
 PAYLOAD = b"model weights \x00\x01\x02" * 4096
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.errors import AliasNotFound, Unavailable
-from sidecar.client import _AnswerCache
-from sidecar.protocol import encode_frame
+from modelreg.errors import AliasNotFound, Unavailable
+from modelreg.sidecar.client import _AnswerCache
+from modelreg.sidecar.protocol import encode_frame
 
 FRAME = encode_frame({"op": "resolve", "model": "fraud", "ref": "production"})
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from central.client import CentralClient
-from central.errors import AliasNotFound, Timeout, Unavailable
-from central.records import now
-from sidecar.client import AsyncClient, Client, ResolvedModel
+from modelreg.central.client import CentralClient
+from modelreg.central.records import now
+from modelreg.errors import AliasNotFound, Timeout, Unavailable
+from modelreg.sidecar.client import AsyncClient, Client, ResolvedModel
 from tests.procs import CentralProc
 from tests.sidecar.conftest import sample_registry, seed_copy
 from tests.sidecar.helpers import SidecarProc, short_dir, start_sidecar

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import (
+from modelreg.sidecar.config import (
     DEFAULT_SOCKET_PATH,
     SETTINGS,
     ConfigError,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from central.client import CentralClient
+from modelreg.central.client import CentralClient
 from tests.conftest import BUCKET, s3_replica_url
 from tests.procs import CentralProc, MotoProc, start_central, wait_for
 from tests.sidecar.helpers import Conn, SidecarProc, short_dir, start_sidecar, wait_answer

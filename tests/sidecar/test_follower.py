@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from central.client import CentralClient
+from modelreg.central.client import CentralClient
 from tests.procs import CentralProc, start_central, wait_for
 from tests.sidecar.helpers import SidecarProc, start_sidecar, wait_answer
 

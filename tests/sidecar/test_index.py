@@ -10,11 +10,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from central.errors import AliasNotFound, ModelNotFound, VersionNotFound
-from central.records import VERSION_SELECT, version_record
-from sidecar import snapshot as saved
-from sidecar.index import Index, IndexError_, build_list_entry, load, read_head
-from sidecar.protocol import ok_entry, ok_frame, pack
+from modelreg.central.records import VERSION_SELECT, version_record
+from modelreg.errors import AliasNotFound, ModelNotFound, VersionNotFound
+from modelreg.sidecar import snapshot as saved
+from modelreg.sidecar.index import Index, IndexError_, build_list_entry, load, read_head
+from modelreg.sidecar.protocol import ok_entry, ok_frame, pack
 from tests.sidecar.registry_db import RegistryDB
 
 

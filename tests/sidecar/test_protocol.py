@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from central.errors import AliasNotFound, InvalidField, InvalidRequest, ModelNotFound
-from sidecar.config import SETTINGS
-from sidecar.protocol import (
+from modelreg.errors import AliasNotFound, InvalidField, InvalidRequest, ModelNotFound
+from modelreg.sidecar.config import SETTINGS
+from modelreg.sidecar.protocol import (
     MAX_REQUEST_BYTES,
     BadPayload,
     FrameDecoder,
@@ -281,7 +281,7 @@ class TestProtocolDoc:
 
     def test_every_flag_of_sidecar_run_is_documented(self) -> None:
         """Each option of `reg sidecar run` appears in the settings table."""
-        from cli.sidecar_cmd import run
+        from modelreg.cli.sidecar_cmd import run
 
         flags = [opt for param in run.params for opt in param.opts if opt.startswith("--")]
         assert [] == [flag for flag in flags if f"`{flag}`" not in self.doc and flag != "--help"]

@@ -10,11 +10,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from sidecar.index import load
-from sidecar.metrics import Metrics
-from sidecar.protocol import encode_frame
-from sidecar.server import SocketServer, _Connection
-from sidecar.state import Node
+from modelreg.sidecar.index import load
+from modelreg.sidecar.metrics import Metrics
+from modelreg.sidecar.protocol import encode_frame
+from modelreg.sidecar.server import SocketServer, _Connection
+from modelreg.sidecar.state import Node
 from tests.sidecar.conftest import sample_registry
 from tests.sidecar.registry_db import RegistryDB
 

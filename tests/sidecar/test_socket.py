@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.protocol import encode_frame
-from sidecar.server import MAX_HELD_ANSWERS, MAX_WATCHES
+from modelreg.sidecar.protocol import encode_frame
+from modelreg.sidecar.server import MAX_HELD_ANSWERS, MAX_WATCHES
 from tests.procs import wait_for
 from tests.sidecar.helpers import (
     Conn,

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from central.errors import NotReady
-from sidecar.client import Client
-from sidecar.snapshot import SAVED_INDEX_NAME
+from modelreg.errors import NotReady
+from modelreg.sidecar.client import Client
+from modelreg.sidecar.snapshot import SAVED_INDEX_NAME
 from tests.sidecar.conftest import sample_registry, seed_copy
 from tests.sidecar.helpers import (
     SidecarProc,
