@@ -33,6 +33,7 @@ from modelreg.central.auth import TOKEN, Auth
 from modelreg.central.config import CentralConfig
 from modelreg.central.lease import DATA_DIR_LOCK_NAME, FileLock
 from modelreg.central.metrics import METRICS, Metrics
+from modelreg.central.pagetoken import PageTokens
 from modelreg.central.registry import Registry
 from modelreg.central.replication import replicate_ctx, restore_ctx
 from modelreg.errors import (
@@ -144,6 +145,7 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     await registry.open()
     try:
         await auth.open()
+        registry.page_tokens = PageTokens(auth.page_token_key)
         try:
             yield
         finally:

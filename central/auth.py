@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from aiohttp import web
 
 from modelreg.central.config import CentralConfig
+from modelreg.central.pagetoken import KEY_BYTES
 from modelreg.central.records import now
 from modelreg.central.schema import SECRETS_MIGRATIONS, migrate
 from modelreg.errors import (
@@ -91,6 +92,8 @@ BOOTSTRAP_ACTOR = "central"
 SECRET_PREFIX = "mr_"
 #: Most globs one token may be scoped to.
 MAX_SCOPE_GLOBS = 100
+#: Name of the page-token MAC key in the ``keys`` table of ``secrets.db``.
+PAGE_TOKEN_KEY = "page_token"
 #: Seconds between two writes of a token's ``last_used_at`` (it is informative, not exact).
 LAST_USED_RESOLUTION_S = 60.0
 
@@ -251,6 +254,7 @@ class Auth:
         self._by_hash: dict[str, Token] = {}
         #: token name -> monotonic time its last_used_at was last written.
         self._touched: dict[str, float] = {}
+        self._page_token_key: bytes | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -291,10 +295,18 @@ class Auth:
             migrate(conn, SECRETS_MIGRATIONS)
             self._conn = conn
             self._load()
+            self._page_token_key = _ensure_key(conn, PAGE_TOKEN_KEY)
         except BaseException:
             self._conn = None
             conn.close()
             raise
+
+    @property
+    def page_token_key(self) -> bytes:
+        """The key that MACs page tokens (``central/pagetoken.py``), kept in ``secrets.db``."""
+        if self._page_token_key is None:
+            raise RuntimeError("Auth is not open")
+        return self._page_token_key
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -485,6 +497,25 @@ def _insert(conn: sqlite3.Connection, token: Token, secret: str) -> None:
             token.created_at,
         ),
     )
+
+
+def _ensure_key(conn: sqlite3.Connection, name: str) -> bytes:
+    """The key ``name`` of the ``keys`` table, made (random, :data:`KEY_BYTES`) if missing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT value FROM keys WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            value = secrets.token_bytes(KEY_BYTES)
+            conn.execute(
+                "INSERT INTO keys (name, value, created_at) VALUES (?, ?, ?)", (name, value, now())
+            )
+        else:
+            value = bytes(row[0])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return value
 
 
 def _begin_and_run(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -5,21 +5,20 @@ and :mod:`modelreg.central.policy` uses the lookup helpers inside write transact
 are already validated (:mod:`modelreg.central.validate`); these raise only the ``NotFound`` family
 and :class:`InvalidField` for a bad page token.
 
-Pages are ``{"items": [...], "next_page_token": str | None}``. A page token is the urlsafe
-base64 of ``{"k": <list kind>, "p": <position of the last row>}``: rows are read strictly after
-that position in a fixed order, so pages never skip or repeat rows when others are added.
+Pages are ``{"items": [...], "next_page_token": str | None}``. A page token holds the list's
+kind and the position of the last row, MAC'd by :class:`~modelreg.central.pagetoken.PageTokens`
+(so only tokens central issued are read): rows are read strictly after that position in a fixed
+order, so pages never skip or repeat rows when others are added.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from modelreg.central import audit
+from modelreg.central.pagetoken import PageTokens
 from modelreg.central.records import VERSION_SELECT, model_record, version_record
 from modelreg.errors import AliasNotFound, InvalidField, ModelNotFound, VersionNotFound
 
@@ -28,8 +27,6 @@ __all__ = [
     "alias_history",
     "counts",
     "current_alias",
-    "decode_token",
-    "encode_token",
     "events",
     "get_alias",
     "get_model",
@@ -64,32 +61,11 @@ Page = dict[str, Any]
 # -- page tokens -----------------------------------------------------------------------------
 
 
-def encode_token(kind: str, position: Any) -> str:
-    """The opaque token of the position after which the next page starts."""
-    raw = json.dumps({"k": kind, "p": position}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(kind: str, token: Any) -> Any:
-    """The position in ``token``; raises :class:`InvalidField` (field ``page_token``) for a
-    token that is malformed or belongs to another list."""
-    if not isinstance(token, str) or not token or len(token) > 2048:
-        raise InvalidField("invalid page_token", field="page_token")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError):
-        raise InvalidField("invalid page_token", field="page_token") from None
-    if not isinstance(data, dict) or data.get("k") != kind or "p" not in data:
-        raise InvalidField("page_token does not belong to this list", field="page_token")
-    return data["p"]
-
-
-def _page(items: list[Any], limit: int, kind: str, position: Any) -> Page:
+def _page(items: list[Any], limit: int, tokens: PageTokens, kind: str, position: Any) -> Page:
     """``items`` holds up to ``limit + 1`` rows; the extra row only says another page exists."""
     if len(items) > limit:
         del items[limit:]
-        return {"items": items, "next_page_token": encode_token(kind, position(items[-1]))}
+        return {"items": items, "next_page_token": tokens.encode(kind, position(items[-1]))}
     return {"items": items, "next_page_token": None}
 
 
@@ -242,10 +218,14 @@ def get_model(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
 
 
 def list_models(
-    conn: sqlite3.Connection, prefix: str | None, limit: int, page_token: str | None
+    conn: sqlite3.Connection,
+    prefix: str | None,
+    limit: int,
+    page_token: str | None,
+    tokens: PageTokens,
 ) -> Page:
     """Model records in name order, optionally only names starting with ``prefix``."""
-    after = "" if page_token is None else _str_position(decode_token("models", page_token))
+    after = "" if page_token is None else _str_position(tokens.decode("models", page_token))
     sql = f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models WHERE name > ?"
     args: list[Any] = [after]
     if prefix:
@@ -254,7 +234,7 @@ def list_models(
     sql += " ORDER BY name LIMIT ?"
     args.append(limit + 1)
     rows = [dict(zip(_MODEL_COLUMNS, r, strict=True)) for r in conn.execute(sql, args)]
-    page = _page(rows, limit, "models", lambda row: row["name"])
+    page = _page(rows, limit, tokens, "models", lambda row: row["name"])
     page["items"] = [_model_record(conn, row) for row in page["items"]]
     return page
 
@@ -270,10 +250,11 @@ def list_versions(
     status: str | None,
     limit: int,
     page_token: str | None,
+    tokens: PageTokens,
 ) -> Page:
     """A model's versions in version order, optionally of one status."""
     row = model_row(conn, model)
-    after = 0 if page_token is None else _int_position(decode_token("versions", page_token))
+    after = 0 if page_token is None else _int_position(tokens.decode("versions", page_token))
     sql = VERSION_SELECT + ", v.model_id" + _FROM + " WHERE v.model_id = ? AND v.version > ?"
     args: list[Any] = [row["id"], after]
     if status is not None:
@@ -282,7 +263,7 @@ def list_versions(
     sql += " ORDER BY v.version LIMIT ?"
     args.append(limit + 1)
     rows = conn.execute(sql, args).fetchall()
-    page = _page(rows, limit, "versions", lambda r: r[1])
+    page = _page(rows, limit, tokens, "versions", lambda r: r[1])
     page["items"] = _records(conn, page["items"])
     return page
 
@@ -299,6 +280,7 @@ def search_versions(
     created_before: str | None,
     limit: int,
     page_token: str | None,
+    tokens: PageTokens,
 ) -> Page:
     """Versions of every model matching all given filters, in (model name, version) order.
 
@@ -308,7 +290,7 @@ def search_versions(
     sql = VERSION_SELECT + ", v.model_id" + _FROM + " WHERE 1"
     args: list[Any] = []
     if page_token is not None:
-        position = decode_token("search", page_token)
+        position = tokens.decode("search", page_token)
         if not isinstance(position, list) or len(position) != 2:
             raise InvalidField("invalid page_token", field="page_token")
         sql += " AND (m.name, v.version) > (?, ?)"
@@ -340,7 +322,7 @@ def search_versions(
     sql += " ORDER BY m.name, v.version LIMIT ?"
     args.append(limit + 1)
     rows = conn.execute(sql, args).fetchall()
-    page = _page(rows, limit, "search", lambda r: [r[0], r[1]])
+    page = _page(rows, limit, tokens, "search", lambda r: [r[0], r[1]])
     page["items"] = _records(conn, page["items"])
     return page
 
@@ -400,7 +382,12 @@ def get_alias(
 
 
 def alias_history(
-    conn: sqlite3.Connection, model: str, alias: str, limit: int, page_token: str | None
+    conn: sqlite3.Connection,
+    model: str,
+    alias: str,
+    limit: int,
+    page_token: str | None,
+    tokens: PageTokens,
 ) -> Page:
     """Every move of an alias, newest first. An alias that never existed has an empty
     history; raises :class:`ModelNotFound`."""
@@ -409,11 +396,11 @@ def alias_history(
     args: list[Any] = [row["id"], alias]
     if page_token is not None:
         sql += " AND id < ?"
-        args.append(_int_position(decode_token("history", page_token)))
+        args.append(_int_position(tokens.decode("history", page_token)))
     sql += " ORDER BY id DESC LIMIT ?"
     args.append(limit + 1)
     rows = conn.execute(sql, args).fetchall()
-    page = _page(rows, limit, "history", lambda r: r[0])
+    page = _page(rows, limit, tokens, "history", lambda r: r[0])
     page["items"] = [_move(r[1:], model) for r in page["items"]]
     return page
 
@@ -455,14 +442,14 @@ def resolve(
     return {"model": model, "ref": ref, "version": record(conn, row, target["version"])}
 
 
-def events(conn: sqlite3.Connection, after: int, limit: int) -> Page:
+def events(conn: sqlite3.Connection, after: int, limit: int, tokens: PageTokens) -> Page:
     """Events with a revision above ``after``, in revision order."""
     rows = conn.execute(
         "SELECT revision, at, actor, action, subject, details, prev_hash, hash FROM events"
         " WHERE revision > ? ORDER BY revision LIMIT ?",
         (after, limit + 1),
     ).fetchall()
-    page = _page(rows, limit, "events", lambda r: r[0])
+    page = _page(rows, limit, tokens, "events", lambda r: r[0])
     page["items"] = [audit.event_record(r) for r in page["items"]]
     return page
 

@@ -18,8 +18,9 @@ A version record::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
@@ -103,21 +104,44 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(TIME_FORMAT)
 
 
-def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time (``Z`` or an offset; a date alone is midnight UTC).
+#: RFC 3339 ``date-time``: full date, ``T``, full time with seconds, optional fraction, and
+#: ``Z`` or a ``±hh:mm`` offset (both letters in either case, as section 5.6 allows).
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
 
-    Raises ``ValueError`` with a message fit for a user when ``text`` is not such a time.
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 time with ``Z`` or an offset; the same instant in UTC.
+
+    Nothing else is taken: no date alone, no time without an offset (which zone?), no ISO
+    week dates or basic format, nothing outside years 1-9999 once in UTC. Fractions below a
+    microsecond are dropped. Raises ``ValueError`` with a message fit for a user.
     """
-    raw = text.strip()
-    try:
-        moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
-    except ValueError:
+    match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
         raise ValueError(
-            f"not an RFC 3339 time: {text!r} (expected e.g. 2026-11-27T09:30:00Z)"
+            f"not an RFC 3339 time with an offset: {str(text)[:80]!r} "
+            "(expected e.g. 2026-11-27T09:30:00Z or 2026-11-27T10:30:00+01:00)"
+        )
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zulu, sign, off_hours, off_minutes = match.groups()[6:]
+    try:
+        if zulu:
+            offset = timedelta(0)
+        else:
+            if int(off_hours) > 23 or int(off_minutes) > 59:
+                raise ValueError("offset")
+            offset = timedelta(hours=int(off_hours), minutes=int(off_minutes))
+            offset = -offset if sign == "-" else offset
+        micro = int((fraction or "0").ljust(6, "0")[:6])
+        local = datetime(year, month, day, hour, minute, second, micro, timezone(offset))
+        return local.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"not a valid time: {text[:80]!r} (a real date and time, years 0001-9999 in UTC)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def canonical_json(value: Any) -> str:

@@ -24,6 +24,7 @@ from modelreg.central import policy, queries
 from modelreg.central import validate as v
 from modelreg.central.audit import Verifier
 from modelreg.central.config import CentralConfig
+from modelreg.central.pagetoken import PageTokens
 from modelreg.central.policy import UNSET, Unset
 from modelreg.central.records import REGISTRATION_FIELDS
 from modelreg.central.store import Store
@@ -59,6 +60,9 @@ class Registry:
     def __init__(self, config: CentralConfig) -> None:
         self.config = config
         self.store = Store(config.registry_db, replicated=config.replica_url is not None)
+        #: Issues and checks page tokens; central gives it the key kept in secrets.db
+        #: (``central/app.py``), a registry used on its own makes up a key.
+        self.page_tokens = PageTokens()
         self._protected = frozenset(config.protected_aliases)
 
     async def open(self) -> None:
@@ -119,6 +123,7 @@ class Registry:
             prefix=v.optional_text(prefix, "prefix", 128),
             limit=v.limit(limit),
             page_token=page_token,
+            tokens=self.page_tokens,
         )
         return await self.store.read(fn)
 
@@ -187,6 +192,7 @@ class Registry:
             status=_status(status),
             limit=v.limit(limit),
             page_token=page_token,
+            tokens=self.page_tokens,
         )
         return await self.store.read(fn)
 
@@ -343,6 +349,7 @@ class Registry:
             alias=v.alias_name(alias),
             limit=v.limit(limit),
             page_token=page_token,
+            tokens=self.page_tokens,
         )
         return await self.store.read(fn)
 
@@ -386,6 +393,7 @@ class Registry:
             created_before=v.time_bound(created_before, "created_before"),
             limit=v.limit(limit),
             page_token=page_token,
+            tokens=self.page_tokens,
         )
         return await self.store.read(fn)
 
@@ -394,11 +402,12 @@ class Registry:
         if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63:
             raise InvalidField("after must be a revision number (an integer ≥ 0)", field="after")
         if page_token is not None:
-            position = queries.decode_token("events", page_token)
+            position = self.page_tokens.decode("events", page_token)
             if isinstance(position, bool) or not isinstance(position, int) or position < 0:
                 raise InvalidField("invalid page_token", field="page_token")
             after = min(max(after, position), 2**63 - 1)
-        return await self.store.read(partial(queries.events, after=after, limit=v.limit(limit)))
+        fn = partial(queries.events, after=after, limit=v.limit(limit), tokens=self.page_tokens)
+        return await self.store.read(fn)
 
     async def record_token(
         self, actor: str, action: str, name: str, role: str, models: list[str]

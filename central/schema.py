@@ -4,7 +4,8 @@ Two SQLite files, never one:
 
 * ``registry.db`` — models, versions, aliases, alias history, the event log, the heartbeat.
   Replicated to every node: it must never hold a secret.
-* ``secrets.db`` — token hashes. Replicated to its own path, which sidecars never read.
+* ``secrets.db`` — token hashes and central's keys (the page-token MAC key). Replicated to its
+  own path, which sidecars never read.
 
 The schema version is SQLite's ``PRAGMA user_version``. ``MIGRATIONS[i]`` takes a database from
 version ``i`` to ``i + 1``; they are applied in order at start, each in its own transaction. A
@@ -155,6 +156,14 @@ SECRETS_MIGRATIONS: list[str] = [
         created_by  TEXT NOT NULL,
         created_at  TEXT NOT NULL,
         last_used_at TEXT
+    );
+    """,
+    # 1 -> 2: central's own keys (the page-token MAC key): secret, so never in registry.db.
+    """
+    CREATE TABLE keys (
+        name        TEXT PRIMARY KEY,
+        value       BLOB NOT NULL,
+        created_at  TEXT NOT NULL
     );
     """,
 ]

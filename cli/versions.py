@@ -225,7 +225,7 @@ def search(
     \b
     Example:
         reg search --model fraud --status approved
-        reg search --tag team=risk --since 2026-11-01 --json
+        reg search --tag team=risk --since 2026-11-01T00:00:00Z --json
     """
     page = ctx.client().search_versions(
         model=model,

@@ -15,9 +15,14 @@ from hypothesis import strategies as st
 
 from modelreg import errors
 from modelreg.central.config import CentralConfig
-from modelreg.central.queries import encode_token
+from modelreg.central.pagetoken import PageTokens
 from modelreg.central.registry import UNSET, Registry
 from modelreg.central.schema import MIGRATIONS, SchemaTooNew
+
+#: The page-token signer of every registry these tests open, so they can make tokens.
+TOKENS = PageTokens(b"k" * 32)
+#: A token this registry issued for ``position`` of list ``kind``.
+encode_token = TOKENS.encode
 
 SHA = "a" * 64
 SHA2 = "b" * 64
@@ -55,6 +60,7 @@ def snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 @pytest.fixture
 async def reg(tmp_path: Path) -> AsyncIterator[Registry]:
     registry = Registry(CentralConfig(data_dir=tmp_path / "data"))
+    registry.page_tokens = TOKENS
     await registry.open()
     try:
         yield registry
