@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from modelreg.central.appkeys import AUTH, CONFIG, REGISTRY, REPLICATOR
-from modelreg.central.auth import Token, request_token, scope_filter
+from modelreg.central.auth import Token, request_token
 from modelreg.central.metrics import CONTENT_TYPE, METRICS
 from modelreg.central.openapi import BODIES, document
 from modelreg.central.records import parse_time
@@ -182,15 +182,8 @@ def _alias_role(request: web.Request) -> str:
     return "deployer" if alias in request.app[CONFIG].protected_aliases else "publisher"
 
 
-def _page_answer(
-    page: Mapping[str, Any], items: list[dict[str, Any]] | None = None
-) -> web.Response:
-    return _json(
-        {
-            "items": page["items"] if items is None else items,
-            "next_page_token": page.get("next_page_token"),
-        }
-    )
+def _page_answer(page: Mapping[str, Any]) -> web.Response:
+    return _json({"items": page["items"], "next_page_token": page.get("next_page_token")})
 
 
 # -- public routes -----------------------------------------------------------------------------
@@ -234,9 +227,9 @@ async def list_models(request: web.Request) -> web.Response:
     token.require("reader")
     _query(request, ("prefix", "limit", "page_token"))
     page = await request.app[REGISTRY].list_models(
-        prefix=request.query.get("prefix") or None, **_page(request)
+        prefix=request.query.get("prefix") or None, scope=token.models, **_page(request)
     )
-    return _page_answer(page, scope_filter(token, page["items"], "name"))
+    return _page_answer(page)
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -436,9 +429,10 @@ async def search_versions(request: web.Request) -> web.Response:
         alias=request.query.get("alias") or None,
         created_after=_time(request, "created_after"),
         created_before=_time(request, "created_before"),
+        scope=token.models,
         **_page(request),
     )
-    return _page_answer(page, scope_filter(token, page["items"], "model"))
+    return _page_answer(page)
 
 
 async def events(request: web.Request) -> web.Response:

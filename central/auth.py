@@ -39,7 +39,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -72,7 +72,6 @@ __all__ = [
     "hash_secret",
     "new_secret",
     "role_includes",
-    "scope_filter",
 ]
 
 log = logging.getLogger(__name__)
@@ -544,8 +543,3 @@ def _write_private(path: Path, text: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def scope_filter(token: Token, items: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """The items of a page whose ``key`` (a model name) is inside ``token``'s scope."""
-    return [item for item in items if token.covers(str(item.get(key, "")))]

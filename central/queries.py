@@ -13,6 +13,10 @@ order, so pages never skip or repeat rows when others are added.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import json
+import re
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +35,7 @@ __all__ = [
     "get_alias",
     "get_model",
     "get_version",
+    "install_functions",
     "latest_version",
     "list_models",
     "list_versions",
@@ -56,6 +61,39 @@ _MODEL_COLUMNS = (
 
 ModelRow = dict[str, Any]
 Page = dict[str, Any]
+
+
+# -- scopes ----------------------------------------------------------------------------------
+
+#: The SQL function :func:`install_functions` adds: ``in_scope(model_name, globs_json)``.
+_IN_SCOPE = "in_scope"
+
+
+@functools.lru_cache(maxsize=256)
+def _scope_regex(globs_json: str) -> re.Pattern[str]:
+    globs = json.loads(globs_json)
+    return re.compile("|".join(fnmatch.translate(g) for g in globs))
+
+
+def _in_scope(name: Any, globs_json: Any) -> int:
+    """``fnmatch.fnmatchcase`` of ``name`` against any of the JSON list of globs (1 or 0)."""
+    if not isinstance(name, str) or not isinstance(globs_json, str):
+        return 0
+    return 1 if _scope_regex(globs_json).match(name) else 0
+
+
+def install_functions(conn: sqlite3.Connection) -> None:
+    """Add the SQL functions these queries use to ``conn`` (every read connection)."""
+    conn.create_function(_IN_SCOPE, 2, _in_scope, deterministic=True)
+
+
+def _scope_clause(column: str, scope: Sequence[str]) -> tuple[str, list[Any]]:
+    """The ``AND`` clause keeping rows whose model ``column`` is inside ``scope`` (model-name
+    globs; empty means every model). Filtering inside the query, before ``LIMIT``, is what keeps
+    pages and page tokens from ever naming a model outside the scope."""
+    if not scope:
+        return "", []
+    return f" AND {_IN_SCOPE}({column}, ?)", [json.dumps(sorted(scope))]
 
 
 # -- page tokens -----------------------------------------------------------------------------
@@ -223,11 +261,14 @@ def list_models(
     limit: int,
     page_token: str | None,
     tokens: PageTokens,
+    scope: Sequence[str] = (),
 ) -> Page:
-    """Model records in name order, optionally only names starting with ``prefix``."""
+    """Model records in name order, optionally only names starting with ``prefix``, only
+    those inside ``scope`` (model-name globs; empty: every model)."""
     after = "" if page_token is None else _str_position(tokens.decode("models", page_token))
-    sql = f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models WHERE name > ?"
-    args: list[Any] = [after]
+    clause, args = _scope_clause("name", scope)
+    sql = f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models WHERE name > ?" + clause
+    args.insert(0, after)
     if prefix:
         sql += " AND name >= ? AND substr(name, 1, ?) = ?"
         args += [prefix, len(prefix), prefix]
@@ -281,14 +322,16 @@ def search_versions(
     limit: int,
     page_token: str | None,
     tokens: PageTokens,
+    scope: Sequence[str] = (),
 ) -> Page:
     """Versions of every model matching all given filters, in (model name, version) order.
 
     ``created_after`` is inclusive, ``created_before`` exclusive. An unknown ``model`` gives
-    an empty page, not an error: this is a search.
+    an empty page, not an error: this is a search. Only models inside ``scope`` (model-name
+    globs; empty: every model) are searched.
     """
-    sql = VERSION_SELECT + ", v.model_id" + _FROM + " WHERE 1"
-    args: list[Any] = []
+    clause, args = _scope_clause("m.name", scope)
+    sql = VERSION_SELECT + ", v.model_id" + _FROM + " WHERE 1" + clause
     if page_token is not None:
         position = tokens.decode("search", page_token)
         if not isinstance(position, list) or len(position) != 2:

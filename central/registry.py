@@ -115,15 +115,21 @@ class Registry:
         return await self.store.read(partial(queries.get_model, name=v.model_name(name)))
 
     async def list_models(
-        self, prefix: str | None = None, limit: int = 100, page_token: str | None = None
+        self,
+        prefix: str | None = None,
+        limit: int = 100,
+        page_token: str | None = None,
+        scope: tuple[str, ...] = (),
     ) -> Page:
-        """Models in name order, optionally those whose name starts with ``prefix``."""
+        """Models in name order, optionally those whose name starts with ``prefix``; only
+        those inside ``scope`` (a token's model-name globs; empty: every model)."""
         fn = partial(
             queries.list_models,
             prefix=v.optional_text(prefix, "prefix", 128),
             limit=v.limit(limit),
             page_token=page_token,
             tokens=self.page_tokens,
+            scope=_scope(scope),
         )
         return await self.store.read(fn)
 
@@ -376,11 +382,13 @@ class Registry:
         created_before: Time = None,
         limit: int = 100,
         page_token: str | None = None,
+        scope: tuple[str, ...] = (),
     ) -> Page:
         """Versions of every model matching all given filters, by (model, version).
 
         ``tags`` matches versions carrying every given key with that value;
-        ``created_after`` is inclusive, ``created_before`` exclusive.
+        ``created_after`` is inclusive, ``created_before`` exclusive. Only models inside
+        ``scope`` (a token's model-name globs; empty: every model) are searched.
         """
         fn = partial(
             queries.search_versions,
@@ -394,6 +402,7 @@ class Registry:
             limit=v.limit(limit),
             page_token=page_token,
             tokens=self.page_tokens,
+            scope=_scope(scope),
         )
         return await self.store.read(fn)
 
@@ -504,6 +513,12 @@ def _status(status: Any) -> str | None:
     if status not in STATUSES:
         raise InvalidField(f"status must be one of {', '.join(STATUSES)}", field="status")
     return str(status)
+
+
+def _scope(scope: Any) -> tuple[str, ...]:
+    if not isinstance(scope, tuple | list) or not all(isinstance(g, str) for g in scope):
+        raise InvalidField("scope must be a list of model-name globs", field="scope")
+    return tuple(scope)
 
 
 def _expected(expected: Any) -> int | Unset | None:

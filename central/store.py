@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelreg.central import audit
+from modelreg.central import audit, queries
 from modelreg.central.records import canonical_json, now
 from modelreg.central.schema import migrate
 from modelreg.errors import RegistryError, Unavailable
@@ -400,6 +400,7 @@ class Store:
             uri = self.path.resolve().as_uri() + "?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            queries.install_functions(conn)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
