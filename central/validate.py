@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from modelreg.central.records import parse_time
 from modelreg.errors import InvalidDigest, InvalidField, InvalidName, InvalidURI
+from modelreg.objectstore import refuse_credentials
 
 __all__ = [
     "MAX_ACTOR_LEN",
@@ -29,9 +33,11 @@ __all__ = [
     "MAX_URI_LEN",
     "NAME_RE",
     "RESERVED_ALIASES",
+    "SYSTEM_PATHS",
     "URI_SCHEMES",
     "actor",
     "alias_name",
+    "dataset_uri",
     "limit",
     "metrics",
     "model_name",
@@ -54,6 +60,26 @@ _SCHEME_RE = re.compile(r"([a-z][a-z0-9+.-]*):")
 #: Artifact URI schemes central accepts.
 URI_SCHEMES = frozenset(
     {"s3", "gs", "az", "abfs", "file", "https", "http", "hf", "oci", "dbfs", "runs", "models"}
+)
+#: Schemes whose URIs name a bucket, container or host right after ``//``.
+_HOSTED_SCHEMES = frozenset({"s3", "gs", "az", "abfs", "https", "http", "hf", "oci"})
+#: Directories of the operating system a ``file:`` artifact may not point into: no model lives
+#: there, and a node fetching the artifact would read its own host's files.
+SYSTEM_PATHS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/sbin",
+    "/var/run",
 )
 #: Alias names that would be ambiguous in a ref (``latest``; digits are version numbers).
 RESERVED_ALIASES = frozenset({"latest"})
@@ -105,26 +131,114 @@ def sha256(value: Any, field: str = "sha256") -> str:
     return value
 
 
-def uri(value: Any, field: str = "artifact_uri") -> str:
-    """A URI with a scheme of :data:`URI_SCHEMES`; raises :class:`InvalidURI`."""
+def uri(
+    value: Any,
+    field: str = "artifact_uri",
+    schemes: Collection[str] = URI_SCHEMES,
+    roots: Sequence[str] = (),
+) -> str:
+    """A URI safe to hand to every node; raises :class:`InvalidURI` naming what is wrong.
+
+    Refused: a scheme outside ``schemes`` (default :data:`URI_SCHEMES`); credentials
+    (:func:`modelreg.objectstore.refuse_credentials`); control, format (bidi overrides,
+    zero-width), space and unassigned characters, raw or percent-encoded; backslashes;
+    ``.`` and ``..`` path segments, raw or encoded (``%2e%2e``, ``..%2f``); a missing or
+    ``.``/``..`` bucket or host; a ``file:`` URI that is not ``file:///absolute/path`` on this
+    host, or that points into the operating system (:data:`SYSTEM_PATHS`). When ``roots`` is
+    given, the URI must lie under one of them, on a path boundary.
+    """
     if not isinstance(value, str) or not value or len(value) > MAX_URI_LEN:
         raise InvalidURI(
             f"invalid {field} {_show(value)}: expected a URI of at most {MAX_URI_LEN} chars",
             field=field,
         )
+    _uri_characters(value, field, "")
     match = _SCHEME_RE.match(value)
-    if match is None or match.group(1) not in URI_SCHEMES or len(value) == match.end():
+    if match is None or match.group(1) not in schemes or len(value) == match.end():
         raise InvalidURI(
             f"invalid {field} {_show(value)}: the scheme must be one of "
-            + ", ".join(sorted(URI_SCHEMES)),
+            + ", ".join(sorted(schemes)),
             field=field,
         )
-    if any(ord(ch) < 0x20 or ch == "\x7f" or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+    scheme = match.group(1)
+    _no_credentials(value, field)
+    parts = urlsplit(value)
+    path = unquote(parts.path)
+    _uri_characters(path, field, "percent-encoded ")
+    if "\\" in value or "\\" in path:
+        raise InvalidURI(f"invalid {field}: backslashes are not allowed", field=field)
+    if any(segment in (".", "..") for segment in path.split("/")):
         raise InvalidURI(
-            f"invalid {field}: control characters and lone surrogates are not allowed",
+            f"invalid {field}: '.' and '..' path segments are not allowed (relative traversal)",
+            field=field,
+        )
+    host = parts.netloc.rpartition("@")[2]
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise InvalidURI(
+                f"invalid {field} {_show(value)}: use file:///absolute/path (a file on the "
+                "node itself; no host, no relative path)",
+                field=field,
+            )
+        system = next((p for p in SYSTEM_PATHS if path == p or path.startswith(p + "/")), None)
+        if system is not None:
+            raise InvalidURI(
+                f"invalid {field}: {system} belongs to the operating system, not to models",
+                field=field,
+            )
+    elif scheme in _HOSTED_SCHEMES and host in ("", ".", ".."):
+        raise InvalidURI(
+            f"invalid {field} {_show(value)}: {scheme}:// needs a bucket or host name",
+            field=field,
+        )
+    if roots and not any(_under(value, root) for root in roots):
+        raise InvalidURI(
+            f"invalid {field} {_show(value)}: artifacts must live under "
+            + ", ".join(roots)
+            + " (setting artifact_uri_roots)",
             field=field,
         )
     return value
+
+
+def dataset_uri(value: Any, field: str = "dataset_uri") -> str | None:
+    """None, or a dataset pointer: any text up to :data:`MAX_URI_LEN` without control, format
+    or space characters and without credentials; one with a scheme of :data:`URI_SCHEMES` is
+    checked like an artifact URI (:func:`uri`, any root)."""
+    if value is None:
+        return None
+    pointer = text(value, field, MAX_URI_LEN)
+    _uri_characters(pointer, field, "")
+    _no_credentials(pointer, field)
+    match = _SCHEME_RE.match(pointer)
+    if match is not None and match.group(1) in URI_SCHEMES:
+        uri(pointer, field)
+    return pointer
+
+
+def _no_credentials(value: str, field: str) -> None:
+    try:
+        refuse_credentials(value, field)
+    except InvalidURI as exc:
+        raise InvalidURI(exc.message, field=field) from None
+
+
+def _under(value: str, root: str) -> bool:
+    """Whether ``value`` is ``root`` or below it (``s3://b/p`` covers ``s3://b/p/x``, not
+    ``s3://b/px``)."""
+    return value == root.rstrip("/") or value.startswith(root if root.endswith("/") else root + "/")
+
+
+def _uri_characters(text: str, field: str, how: str) -> None:
+    """Refuse control, format, space and unassigned characters; a percent-encoded space (``how``
+    non-empty: ``text`` is decoded) is an ordinary file-name character."""
+    for ch in text:
+        if unicodedata.category(ch)[0] in "CZ" and not (how and ch == " "):
+            raise InvalidURI(
+                f"invalid {field}: {how}control, format (bidi, zero-width), space or unassigned "
+                f"character U+{ord(ch):04X} (percent-encode spaces as %20)",
+                field=field,
+            )
 
 
 def actor(value: Any) -> str:

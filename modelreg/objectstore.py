@@ -39,10 +39,45 @@ from modelreg.errors import InvalidURI
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, ObjectStore, S3Config
 
-__all__ = ["SCHEMES", "open_store", "split_url"]
+__all__ = ["CREDENTIAL_QUERY_KEYS", "SCHEMES", "open_store", "refuse_credentials", "split_url"]
 
 #: URL schemes :func:`open_store` accepts.
 SCHEMES = ("file", "s3", "gs", "az", "abfs", "http", "https")
+#: Query keys (compared in lower case) that carry a credential: presigned S3 and GCS URLs, Azure
+#: SAS tokens, OAuth access tokens.
+CREDENTIAL_QUERY_KEYS = frozenset(
+    {
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-goog-credential",
+        "x-goog-signature",
+        "signature",
+        "sig",
+        "access_token",
+    }
+)
+
+
+def refuse_credentials(url: str, what: str = "object store URL") -> None:
+    """Raise :class:`~modelreg.errors.InvalidURI` when ``url`` carries a credential.
+
+    A credential is user information (``user:pass@``, or a bare ``token@``; for ``abfs`` a
+    bare ``container@`` is the container, not a credential) or a query key of
+    :data:`CREDENTIAL_QUERY_KEYS`. The message names ``what`` and never repeats the URL.
+    """
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
+    if userinfo is not None and not (parts.scheme in ("abfs", "abfss") and ":" not in userinfo):
+        found = "user information (user:password@)"
+    elif any(key.lower() in CREDENTIAL_QUERY_KEYS for key in parse_qs(parts.query)):
+        found = "a signature or token in the query (a presigned URL)"
+    else:
+        return
+    raise InvalidURI(
+        f"{what}: credentials do not belong in the URL ({found}); the provider's standard "
+        "chain (AWS_* variables, web identity, instance metadata) supplies them"
+    )
 
 
 def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
@@ -56,11 +91,7 @@ def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
         raise InvalidURI(
             f"object store URL {url!r}: the scheme must be one of {', '.join(SCHEMES)}"
         )
-    if parts.username is not None or parts.password is not None:
-        raise InvalidURI(
-            "object store URL: credentials do not belong in the URL; the provider's standard "
-            "chain (AWS_* variables, web identity, instance metadata) supplies them"
-        )
+    refuse_credentials(url)
     if parts.scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path):
         raise InvalidURI(f"object store URL {url!r}: use file:///absolute/path")
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
