@@ -191,10 +191,12 @@ def _page_answer(page: Mapping[str, Any]) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     replicator = request.app.get(REPLICATOR)
+    registry = request.app[REGISTRY]
     return _json(
         {
             "status": "ok",
-            "revision": await request.app[REGISTRY].revision(),
+            "revision": await registry.revision(),
+            "revision_hash": registry.revision_hash(),
             "replication": replicator.status() if replicator is not None else None,
         }
     )
@@ -471,7 +473,12 @@ async def create_token(request: web.Request) -> web.Response:
     change = await request.app[AUTH].create(
         token.name, body["name"], body["role"], body.get("models")
     )
-    answer = {**change.token.record(), "secret": change.secret, "revision": change.revision}
+    answer = {
+        **change.token.record(),
+        "secret": change.secret,
+        "revision": change.revision,
+        "revision_hash": change.revision_hash,
+    }
     return _json(answer, 201)
 
 
@@ -486,7 +493,13 @@ async def revoke_token(request: web.Request) -> web.Response:
     token = _admin(request)
     _query(request, ())
     change = await request.app[AUTH].revoke(token, request.match_info["name"])
-    return _json({**change.token.record(), "revision": change.revision})
+    return _json(
+        {
+            **change.token.record(),
+            "revision": change.revision,
+            "revision_hash": change.revision_hash,
+        }
+    )
 
 
 # -- the table ---------------------------------------------------------------------------------

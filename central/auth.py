@@ -195,6 +195,8 @@ class TokenChange:
     token: Token
     revision: int | None
     secret: str | None = None
+    #: The chain hash of ``revision``'s event (None without a log).
+    revision_hash: str | None = None
 
 
 class TokenLog(Protocol):
@@ -345,9 +347,10 @@ class Auth:
 
     async def _change(
         self, fn: Callable[[sqlite3.Connection], T], action: str, actor: str, token: Token
-    ) -> tuple[T, int | None]:
+    ) -> tuple[T, tuple[int, str] | None]:
         """Run ``fn`` in a ``secrets.db`` transaction that commits only once the change's event
         is in the registry log; whatever ``fn`` or the log raises rolls it back and is raised.
+        Returns ``fn``'s result and the event's ``(revision, hash)`` (None without a log).
         """
         async with self._lock:
             conn = self._db()
@@ -376,7 +379,8 @@ class Auth:
                 await _finish(conn, commit=False)
                 raise
             await _finish(conn, commit=True)
-            return result, int(event.result()["revision"])
+            written = event.result()
+            return result, (int(written["revision"]), str(written["hash"]))
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
@@ -439,10 +443,11 @@ class Auth:
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"token {name!r} already exists", token=name) from None
 
-        _, revision = await self._change(insert, "token.create", actor, token)
+        _, position = await self._change(insert, "token.create", actor, token)
         self._by_hash[hash_secret(secret)] = token
         log.info("token %r (role %s, models %s) created by %r", name, role, list(globs), actor)
-        return TokenChange(token, revision, secret)
+        revision, revision_hash = _position(position)
+        return TokenChange(token, revision, secret, revision_hash)
 
     async def tokens(self) -> list[Token]:
         """Every token, by name, with ``last_used_at`` as last recorded."""
@@ -476,11 +481,16 @@ class Auth:
             conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
             return str(row[0])
 
-        digest, revision = await self._change(delete, "token.revoke", actor.name, token)
+        digest, position = await self._change(delete, "token.revoke", actor.name, token)
         revoked = self._by_hash.pop(digest, token)
         self._touched.pop(name, None)
         log.info("token %r revoked by %r", name, actor.name)
-        return TokenChange(revoked, revision)
+        revision, revision_hash = _position(position)
+        return TokenChange(revoked, revision, revision_hash=revision_hash)
+
+
+def _position(position: tuple[int, str] | None) -> tuple[int | None, str | None]:
+    return (None, None) if position is None else position
 
 
 def _insert(conn: sqlite3.Connection, token: Token, secret: str) -> None:

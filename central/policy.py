@@ -82,8 +82,13 @@ UNSET: Final = Unset()
 IMMUTABLE_FIELDS = IMMUTABLE_VERSION_FIELDS
 
 
-def _with_revision(record: dict[str, Any], revision: int) -> dict[str, Any]:
-    record["revision"] = revision
+def _with_revision(record: dict[str, Any], ctx: WriteContext) -> dict[str, Any]:
+    """``record`` with the revision of this write's event and its chain hash (the registry's
+    current ones when the write appended no event: an idempotent retry)."""
+    if ctx.event is not None:
+        record["revision"], record["revision_hash"] = ctx.event["revision"], ctx.event["hash"]
+    else:
+        record["revision"], record["revision_hash"] = ctx.last_revision, ctx.last_hash
     return record
 
 
@@ -108,8 +113,8 @@ def create_model(
         (name, description, owner, canonical_json(tags), actor, ctx.at, ctx.at),
     )
     details = {"description": description, "owner": owner, "tags": tags}
-    revision = ctx.append_event(conn, actor, "model.create", name, details)
-    return _with_revision(queries.get_model(conn, name), revision)
+    ctx.append_event(conn, actor, "model.create", name, details)
+    return _with_revision(queries.get_model(conn, name), ctx)
 
 
 def update_model(
@@ -127,8 +132,8 @@ def update_model(
         f"UPDATE models SET {assignments}updated_at = ? WHERE id = ?",
         (*stored.values(), ctx.at, row["id"]),
     )
-    revision = ctx.append_event(conn, actor, "model.update", name, changes)
-    return _with_revision(queries.get_model(conn, name), revision)
+    ctx.append_event(conn, actor, "model.update", name, changes)
+    return _with_revision(queries.get_model(conn, name), ctx)
 
 
 # -- versions --------------------------------------------------------------------------------
@@ -179,7 +184,7 @@ def register_version(
             fields["idempotency_key"] is not None and candidate[-1] == fields["idempotency_key"]
         )
         if _immutable(existing) == wanted:
-            return _with_revision(existing, ctx.last_revision), False
+            return _with_revision(existing, ctx), False
         if same_key:
             differing = sorted(k for k, v in _immutable(existing).items() if wanted[k] != v)
             raise AlreadyExists(
@@ -266,8 +271,8 @@ def register_version(
         "sha256": fields["sha256"],
         "run_id": fields["run_id"],
     }
-    revision = ctx.append_event(conn, actor, "version.register", f"{model}/{number}", details)
-    return _with_revision(record, revision), True
+    ctx.append_event(conn, actor, "version.register", f"{model}/{number}", details)
+    return _with_revision(record, ctx), True
 
 
 def update_version(
@@ -288,8 +293,8 @@ def update_version(
             f"UPDATE versions SET {assignments} WHERE model_id = ? AND version = ?",
             (*stored.values(), row["id"], version),
         )
-    revision = ctx.append_event(conn, actor, "version.update", f"{model}/{version}", changes)
-    return _with_revision(queries.record(conn, row, version), revision)
+    ctx.append_event(conn, actor, "version.update", f"{model}/{version}", changes)
+    return _with_revision(queries.record(conn, row, version), ctx)
 
 
 def decide(
@@ -332,8 +337,8 @@ def decide(
         (status, status, actor, ctx.at, comment, row["id"], version),
     )
     action = "version.approve" if approve else "version.reject"
-    revision = ctx.append_event(conn, actor, action, f"{model}/{version}", {"comment": comment})
-    return _with_revision(queries.record(conn, row, version), revision)
+    ctx.append_event(conn, actor, action, f"{model}/{version}", {"comment": comment})
+    return _with_revision(queries.record(conn, row, version), ctx)
 
 
 def archive(
@@ -369,10 +374,10 @@ def archive(
         " archive_reason = ? WHERE model_id = ? AND version = ?",
         (actor, ctx.at, reason, row["id"], version),
     )
-    revision = ctx.append_event(
+    ctx.append_event(
         conn, actor, "version.archive", f"{model}/{version}", {"reason": reason}
     )
-    return _with_revision(queries.record(conn, row, version), revision)
+    return _with_revision(queries.record(conn, row, version), ctx)
 
 
 # -- aliases ---------------------------------------------------------------------------------
@@ -423,6 +428,7 @@ def _move(
     )
     details = {"from_version": current, "to_version": target, "reason": reason}
     ctx.append_event(conn, actor, f"alias.{action}", f"{model['name']}@{alias}", details)
+    assert ctx.event is not None
     return {
         "model": model["name"],
         "alias": alias,
@@ -432,6 +438,7 @@ def _move(
         "reason": reason,
         "at": ctx.at,
         "revision": revision,
+        "revision_hash": ctx.event["hash"],
         "action": action,
     }
 

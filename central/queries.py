@@ -371,7 +371,7 @@ def search_versions(
 
 
 def _move(row: Sequence[Any], model: str) -> dict[str, Any]:
-    alias, from_version, to_version, actor, reason, at, revision, action = row
+    alias, from_version, to_version, actor, reason, at, revision, action, revision_hash = row
     return {
         "model": model,
         "alias": alias,
@@ -381,11 +381,16 @@ def _move(row: Sequence[Any], model: str) -> dict[str, Any]:
         "reason": reason,
         "at": at,
         "revision": revision,
+        "revision_hash": revision_hash,
         "action": action,
     }
 
 
-_MOVE_COLUMNS = "alias, from_version, to_version, actor, reason, at, revision, action"
+#: The columns of :func:`_move`, from ``alias_history h`` joined with its event ``e``.
+_MOVE_COLUMNS = (
+    "h.alias, h.from_version, h.to_version, h.actor, h.reason, h.at, h.revision, h.action, e.hash"
+)
+_MOVES = " FROM alias_history h LEFT JOIN events e ON e.revision = h.revision"
 
 
 def get_alias(
@@ -414,6 +419,7 @@ def get_alias(
             f"model {model!r} has no alias {alias!r}{when}", model=model, alias=alias
         )
     version, updated_by, updated_at, revision = found
+    event = conn.execute("SELECT hash FROM events WHERE revision = ?", (revision,)).fetchone()
     return {
         "model": model,
         "alias": alias,
@@ -421,6 +427,7 @@ def get_alias(
         "updated_by": updated_by,
         "updated_at": updated_at,
         "revision": revision,
+        "revision_hash": None if event is None else event[0],
     }
 
 
@@ -435,12 +442,12 @@ def alias_history(
     """Every move of an alias, newest first. An alias that never existed has an empty
     history; raises :class:`ModelNotFound`."""
     row = model_row(conn, model)
-    sql = f"SELECT id, {_MOVE_COLUMNS} FROM alias_history WHERE model_id = ? AND alias = ?"
+    sql = f"SELECT h.id, {_MOVE_COLUMNS}{_MOVES} WHERE h.model_id = ? AND h.alias = ?"
     args: list[Any] = [row["id"], alias]
     if page_token is not None:
-        sql += " AND id < ?"
+        sql += " AND h.id < ?"
         args.append(_int_position(tokens.decode("history", page_token)))
-    sql += " ORDER BY id DESC LIMIT ?"
+    sql += " ORDER BY h.id DESC LIMIT ?"
     args.append(limit + 1)
     rows = conn.execute(sql, args).fetchall()
     page = _page(rows, limit, tokens, "history", lambda r: r[0])
@@ -451,7 +458,7 @@ def alias_history(
 def history_rows(conn: sqlite3.Connection, model: ModelRow, alias: str) -> list[dict[str, Any]]:
     """Every move of an alias, oldest first (for rollback)."""
     rows = conn.execute(
-        f"SELECT {_MOVE_COLUMNS} FROM alias_history WHERE model_id = ? AND alias = ? ORDER BY id",
+        f"SELECT {_MOVE_COLUMNS}{_MOVES} WHERE h.model_id = ? AND h.alias = ? ORDER BY h.id",
         (model["id"], alias),
     ).fetchall()
     return [_move(r, model["name"]) for r in rows]

@@ -465,6 +465,11 @@ class Registry:
         """The registry revision: the number of the last committed event."""
         return self.store.revision
 
+    def revision_hash(self) -> str:
+        """The chain hash of :meth:`revision`'s event: with the number, it names the history (a
+        revision number reissued after a loss has another hash)."""
+        return self.store.revision_hash
+
     async def heartbeat(self) -> None:
         """Rewrite the heartbeat row (time + revision) so followers can see central is alive."""
         await self.store.write(policy.heartbeat)

@@ -95,6 +95,11 @@ class WriteContext:
         """The registry revision before this write."""
         return self._last_revision
 
+    @property
+    def last_hash(self) -> str:
+        """The chain hash of :attr:`last_revision` (the genesis hash for an empty registry)."""
+        return self._last_hash
+
     def append_event(
         self,
         conn: sqlite3.Connection,
@@ -213,6 +218,11 @@ class Store:
     def revision(self) -> int:
         """The revision of the last committed event (0 for an empty registry)."""
         return self._revision
+
+    @property
+    def revision_hash(self) -> str:
+        """The chain hash of :attr:`revision` (the genesis hash for an empty registry)."""
+        return self._hash
 
     # -- writing -------------------------------------------------------------------------
 

@@ -545,8 +545,17 @@ class TestServiceRoutes:
     async def test_healthz(self, seeded: Api) -> None:
         """/healthz needs no token and reports the revision; no replication in tests."""
         status, body = await seeded.call("GET", "/healthz", token=None)
-        revision = await seeded.client.app[REGISTRY].revision()
-        expected = (200, {"status": "ok", "revision": revision, "replication": None})
+        registry = seeded.client.app[REGISTRY]
+        revision = await registry.revision()
+        expected = (
+            200,
+            {
+                "status": "ok",
+                "revision": revision,
+                "revision_hash": registry.revision_hash(),
+                "replication": None,
+            },
+        )
         assert expected == (status, body)
 
     async def test_metrics_text_format(self, seeded: Api) -> None:

@@ -177,7 +177,7 @@ class TestModels:
         )
         assert 1 == created["revision"]
         got = await reg.get_model("fraud")
-        assert {k: v for k, v in created.items() if k != "revision"} == got
+        assert {k: v for k, v in created.items() if k not in ("revision", "revision_hash")} == got
         assert ("fraud", "d", "risk", {"team": "risk"}, "alice", {}, None) == (
             got["name"],
             got["description"],
@@ -373,9 +373,11 @@ class TestRegisterVersion:
             "revision": 3,
         }
         assert created
-        assert expected == {k: v for k, v in record.items() if k != "created_at"}
+        assert expected == {
+            k: v for k, v in record.items() if k not in ("created_at", "revision_hash")
+        }
         got = await reg.get_version("fraud", 2)
-        assert {k: v for k, v in record.items() if k != "revision"} == got
+        assert {k: v for k, v in record.items() if k not in ("revision", "revision_hash")} == got
 
     @pytest.mark.parametrize(
         ("fields", "exc", "field"),
@@ -657,7 +659,7 @@ class TestAliases:
             "reason": "launch",
             "action": "set",
             "revision": 7,
-        } == {k: v for k, v in move.items() if k != "at"}
+        } == {k: v for k, v in move.items() if k not in ("at", "revision_hash")}
         alias = await reg.get_alias("fraud", "production")
         assert {
             "model": "fraud",
@@ -666,6 +668,7 @@ class TestAliases:
             "updated_by": "dep",
             "updated_at": move["at"],
             "revision": 7,
+            "revision_hash": move["revision_hash"],
         } == alias
         assert ["production"] == (await reg.get_version("fraud", 1))["aliases"]
         assert {"production": 1} == (await reg.get_model("fraud"))["aliases"]
@@ -1192,7 +1195,9 @@ class TestArbitraryInput:
                 assert exc.status < 500, repr(exc)
             else:
                 stored = await registry.get_version("fraud", record["version"])
-                assert {k: v for k, v in record.items() if k != "revision"} == stored
+                assert {
+                    k: v for k, v in record.items() if k not in ("revision", "revision_hash")
+                } == stored
             return await registry.verify_audit(), await registry.counts()
 
         result, counts = loop.run_until_complete(scenario())
