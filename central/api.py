@@ -134,8 +134,10 @@ def _check(body: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _query(request: web.Request, allowed: tuple[str, ...]) -> None:
+    """Refuse query parameters outside ``allowed`` (and ``wait`` on writes, which
+    ``central/durability.py`` reads)."""
     for name in request.query:
-        if name not in allowed:
+        if name not in allowed and not (name == "wait" and request.method != "GET"):
             raise InvalidField(f"unknown query parameter {name[:100]!r}", field=name[:100])
 
 

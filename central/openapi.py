@@ -316,9 +316,15 @@ def _operation(op: Operation) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": _STR}
         for name in _path_params(op.path)
     ]
+    query = dict(op.query)
+    if op.method != "GET" and op.path.startswith("/v1/"):
+        query["wait"] = (
+            "local (acknowledge on commit) or replicated (once the replica holds the write); "
+            "default: the setting write_ack"
+        )
     params += [
         {"name": name, "in": "query", "required": False, "description": text, "schema": _STR}
-        for name, text in op.query.items()
+        for name, text in query.items()
     ]
     ref = {"$ref": "#/components/schemas/" + op.answer}
     media = "text/plain" if op.answer == "Text" else "application/json"

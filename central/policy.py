@@ -374,9 +374,7 @@ def archive(
         " archive_reason = ? WHERE model_id = ? AND version = ?",
         (actor, ctx.at, reason, row["id"], version),
     )
-    ctx.append_event(
-        conn, actor, "version.archive", f"{model}/{version}", {"reason": reason}
-    )
+    ctx.append_event(conn, actor, "version.archive", f"{model}/{version}", {"reason": reason})
     return _with_revision(queries.record(conn, row, version), ctx)
 
 

@@ -42,6 +42,7 @@ from aiohttp import web
 
 from modelreg.central.appkeys import CONFIG, REPLICATOR
 from modelreg.central.config import CentralConfig
+from modelreg.central.durability import ReplicationBarrier, control_socket_path
 from modelreg.central.lease import Lease, LeaseHeld, lease_for
 
 __all__ = [
@@ -170,6 +171,8 @@ def litestream_config(config: CentralConfig) -> dict[str, Any]:
     """The litestream config for both databases (written as JSON, which is valid YAML)."""
     assert config.replica_url is not None
     return {
+        # the control socket: ReplicationBarrier (central/durability.py) asks it to sync
+        "socket": {"enabled": True, "path": str(control_socket_path(config.data_dir))},
         "dbs": [
             {
                 "path": str(_db_path(config, name).resolve()),
@@ -181,7 +184,7 @@ def litestream_config(config: CentralConfig) -> dict[str, Any]:
                 ],
             }
             for name in DB_NAMES
-        ]
+        ],
     }
 
 
@@ -435,6 +438,12 @@ class Replicator:
         self._restarts = 0
         self._dbs = {name: _DbState() for name in DB_NAMES}
         self._by_file = {_db_path(config, name).name: name for name in DB_NAMES}
+        #: Acknowledges ``wait=replicated`` writes once the replica holds them.
+        self.barrier = ReplicationBarrier(
+            control_socket_path(config.data_dir),
+            [_db_path(config, name) for name in DB_NAMES],
+            config.replicated_timeout_s,
+        )
 
     @property
     def config_path(self) -> Path:
@@ -577,6 +586,7 @@ class Replicator:
             self._task = None
         if not self._in_sync():
             await self._sync_once(timeout)
+        await self.barrier.close()
         log.info("litestream: stopped")
 
     def _store_unhealthy(self) -> bool:

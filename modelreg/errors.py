@@ -34,6 +34,7 @@ API. Never put a traceback or a driver message in ``message``.
     │   └── ArtifactDigestMismatch     digest_mismatch     409   (fetched bytes differ from sha256)
     └── Unavailable                    unavailable         503
         ├── NotReady                   not_ready           503   (sidecar has no copy yet)
+        ├── NotReplicated              not_replicated      503   (committed; the replica did not confirm)
         └── Timeout                    timeout             504   (min_revision not reached)
 """
 
@@ -60,6 +61,7 @@ __all__ = [
     "NotApproved",
     "NotFound",
     "NotReady",
+    "NotReplicated",
     "NothingToRollBack",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -208,6 +210,15 @@ class Unavailable(RegistryError):
 
 class NotReady(Unavailable):
     code = "not_ready"
+
+
+class NotReplicated(Unavailable):
+    """A ``wait=replicated`` write is committed but the replica did not confirm it in time.
+
+    The write stands (``revision``, ``revision_hash``); it ships when the store answers again.
+    """
+
+    code = "not_replicated"
 
 
 class Timeout(Unavailable):
