@@ -1,23 +1,27 @@
 """Central's write throughput: registrations/s from concurrent clients, each acknowledged after
-commit, then checked to be in the replica.
+commit (or, with ``?wait=replicated``, once litestream uploaded it), then checked to be in the
+replica.
 
 Runs the same load side by side against central with replication (the embedded default: a
-``file://`` replica, litestream syncing every second) and with ``--replica none``, so the ratio
-shows what replication costs. After the replicated run it waits until the replica holds the
-last acknowledged revision and restores it to count the versions: every acknowledged
-registration must be there.
+``file://`` replica, litestream syncing every second), the same with every write made with
+``?wait=replicated`` (acknowledged only once the replica holds it: central/durability.py), the
+two again on an S3 replica (moto_server) unless ``--no-s3``, and ``--replica none``, so the
+ratios show what replication and what synchronous acknowledgement cost. After the load it waits
+until each replica holds the last acknowledged revision and restores it to count the versions:
+every acknowledged registration must be there.
 
-The two centrals run at the same time and take turns under load (``--rounds`` rounds each), so
-drifting machine load hits both alike; the table gives the median round.
+The centrals run at the same time and take turns under load (``--rounds`` rounds each), so
+drifting machine load hits all alike; the table gives the median round.
 
-``python -m benchmarks.bench_central_writes [--seconds 10] [--clients 32] [--rounds 3]`` prints
-Markdown.
+``python -m benchmarks.bench_central_writes [--seconds 10] [--clients 32] [--rounds 3]
+[--no-s3]`` prints Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sqlite3
 import statistics
@@ -28,7 +32,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.procs import CentralProc, start_central, wait_for
+from tests.conftest import BUCKET, s3_replica_url
+from tests.procs import CentralProc, MotoProc, start_central, start_moto, wait_for
 from tests.replication.helpers import restore
 
 TARGET_PER_S = 500.0
@@ -41,9 +46,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _load(
-    central: CentralProc, seconds: float, clients: int, first: int, create: bool
+    central: CentralProc, seconds: float, clients: int, first: int, create: bool, wait: bool
 ) -> dict[str, Any]:
-    """``clients`` concurrent registrations for ``seconds``; version numbers from ``first``."""
+    """``clients`` concurrent registrations for ``seconds``; version numbers from ``first``;
+    with ``wait`` each made with ``?wait=replicated``."""
+    query = "?wait=replicated" if wait else ""
     headers = {"Authorization": f"Bearer {central.admin_token}"}
     latencies: list[float] = []
     errors = 0
@@ -67,7 +74,8 @@ async def _load(
                     "run_id": f"run-{n}",
                 }
                 started = time.perf_counter()
-                async with http.post(f"/v1/models/bench-{n % MODELS}/versions", json=body) as r:
+                path = f"/v1/models/bench-{n % MODELS}/versions{query}"
+                async with http.post(path, json=body) as r:
                     answer = await r.json()
                 if r.status != 201:
                     errors += 1
@@ -105,83 +113,122 @@ def _count_versions(path: Path) -> tuple[int, int]:
         conn.close()
 
 
-def run(seconds: float, clients: int, rounds: int) -> str:
-    """Interleave ``rounds`` load rounds on a replicated and an unreplicated central."""
+#: (name, label, replica kind, wait=replicated)
+KINDS = (
+    ("file", "file replica, sync 1 s", "file", False),
+    ("file-wait", "file replica, ?wait=replicated", "file", True),
+    ("s3", "S3 replica (moto_server), sync 1 s", "s3", False),
+    ("s3-wait", "S3 replica (moto_server), ?wait=replicated", "s3", True),
+    ("none", "--replica none (baseline)", "none", False),
+)
+
+
+def run(seconds: float, clients: int, rounds: int, s3: bool = True) -> str:
+    """Interleave ``rounds`` load rounds on every central of :data:`KINDS`."""
     root = Path(tempfile.mkdtemp(prefix="bench-writes-"))
-    kinds = ("replicated", "none")
-    replica = f"file://{root / 'replica'}"
-    rates: dict[str, list[float]] = {k: [] for k in kinds}
-    latencies: dict[str, list[float]] = {k: [] for k in kinds}
-    acked = dict.fromkeys(kinds, 0)
-    errors = dict.fromkeys(kinds, 0)
-    counters = dict.fromkeys(kinds, 0)
-    last = 0
+    kinds = [k for k in KINDS if s3 or k[2] != "s3"]
+    names = [k[0] for k in kinds]
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    latencies: dict[str, list[float]] = {k: [] for k in names}
+    acked = dict.fromkeys(names, 0)
+    errors = dict.fromkeys(names, 0)
+    counters = dict.fromkeys(names, 0)
+    last = dict.fromkeys(names, 0)
+    replicas: dict[str, str] = {}
+    restored: dict[str, int] = {}
+    drain: dict[str, float] = {}
     centrals: dict[str, CentralProc] = {}
+    moto: MotoProc | None = None
     try:
-        for kind in kinds:
-            centrals[kind] = start_central(
-                root / kind,
-                replica if kind == "replicated" else "none",
+        if s3:
+            for key, value in (
+                ("AWS_ACCESS_KEY_ID", "bench"),
+                ("AWS_SECRET_ACCESS_KEY", "bench"),
+                ("AWS_REGION", "us-east-1"),
+            ):
+                os.environ.setdefault(key, value)
+            moto = start_moto()
+            moto.create_bucket(BUCKET)
+        for name, _, kind, _ in kinds:
+            if kind == "file":
+                replicas[name] = f"file://{root / name / 'replica'}"
+            elif kind == "s3":
+                assert moto is not None
+                replicas[name] = s3_replica_url(moto, f"bench-{name}")
+            centrals[name] = start_central(
+                root / name / "data",
+                replicas.get(name, "none"),
                 sync_interval=1.0,
                 heartbeat_interval=2.0,
             )
         for n in range(rounds):
-            for kind in kinds:
+            for name, _, _, wait in kinds:
                 result = asyncio.run(
-                    _load(centrals[kind], seconds, clients, counters[kind], create=n == 0)
+                    _load(centrals[name], seconds, clients, counters[name], n == 0, wait)
                 )
-                counters[kind] = result["next"]
-                rates[kind].append(result["rate"])
-                latencies[kind] += result["latencies"]
-                acked[kind] += result["acked"]
-                errors[kind] += result["errors"]
-                if kind == "replicated":
-                    last = max(last, result["last_revision"])
-        wal = {k: _size_mb(root / k / "registry.db-wal") for k in kinds}
-        probe = root / "probe" / "registry.db"
+                counters[name] = result["next"]
+                rates[name].append(result["rate"])
+                latencies[name] += result["latencies"]
+                acked[name] += result["acked"]
+                errors[name] += result["errors"]
+                last[name] = max(last[name], result["last_revision"])
+        wal = {k: _size_mb(root / k / "data" / "registry.db-wal") for k in names}
         load_ended = time.monotonic()
+        for name, replica in replicas.items():
+            probe = root / "probe" / name / "registry.db"
 
-        def replicated() -> bool:
-            restored = restore(replica, "registry", probe)
-            return restored is not None and _count_versions(restored)[1] >= last
+            def replicated(replica: str = replica, probe: Path = probe, name: str = name) -> bool:
+                copy = restore(replica, "registry", probe)
+                return copy is not None and _count_versions(copy)[1] >= last[name]
 
-        wait_for(replicated, timeout=60, interval=0.2, what="the replica")
-        drain_s = time.monotonic() - load_ended
-        restored_versions = _count_versions(probe)[0]
+            wait_for(replicated, timeout=120, interval=0.2, what=f"the {name} replica")
+            drain[name] = time.monotonic() - load_ended
+            restored[name] = _count_versions(probe)[0]
     finally:
         for central in centrals.values():
             central.stop()
+        if moto is not None:
+            moto.close()
         shutil.rmtree(root, ignore_errors=True)
-    replicated_ok = restored_versions == acked["replicated"]
-    median = {k: statistics.median(rates[k]) for k in kinds}
-    met = median["replicated"] >= TARGET_PER_S and replicated_ok and not errors["replicated"]
-    labels = {"replicated": "file replica, sync 1 s", "none": "--replica none (baseline)"}
+    median = {k: statistics.median(rates[k]) for k in names}
+    all_ok = all(restored[k] == acked[k] and not errors[k] for k in replicas)
+    met = median["file"] >= TARGET_PER_S and all_ok
     lines = [
         f"{clients} concurrent clients (aiohttp, keep-alive), {rounds} interleaved rounds of "
-        f"{seconds:g} s per central, {MODELS} models; central and the clients share the machine.",
+        f"{seconds:g} s per central, {MODELS} models; the centrals and the clients share the "
+        "machine.",
         "",
-        "| central | acknowledged | errors | registrations/s, median (rounds) | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| central | acknowledged | errors | registrations/s, median (rounds) | p50 ms | p99 ms "
+        "| vs baseline | replica holds every ack |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for kind in kinds:
-        each = ", ".join(f"{r:.0f}" for r in rates[kind])
-        lines.append(
-            f"| {labels[kind]} | {acked[kind]} | {errors[kind]} | {median[kind]:.0f} ({each}) | "
-            f"{_percentile(latencies[kind], 0.5) * 1000:.1f} | "
-            f"{_percentile(latencies[kind], 0.99) * 1000:.1f} |"
+    for name, label, _, _ in kinds:
+        each = ", ".join(f"{r:.0f}" for r in rates[name])
+        held = (
+            "-"
+            if name not in replicas
+            else f"{restored[name]} of {acked[name]} (after {drain[name]:.2f} s)"
         )
+        lines.append(
+            f"| {label} | {acked[name]} | {errors[name]} | {median[name]:.0f} ({each}) | "
+            f"{_percentile(latencies[name], 0.5) * 1000:.1f} | "
+            f"{_percentile(latencies[name], 0.99) * 1000:.1f} | "
+            f"{median[name] / median['none']:.2f} | {held} |"
+        )
+    ratios = [("file-wait", "file")] + ([("s3-wait", "s3")] if s3 else [])
     lines += [
         "",
-        f"replicated / baseline throughput (medians): {median['replicated'] / median['none']:.2f}",
-        f"registry.db-wal at the end: replicated {wal['replicated']:.1f} MB, "
-        f"baseline {wal['none']:.1f} MB (file sizes: litestream checkpoints the replicated "
-        "WAL, SQLite's autocheckpoint every 1000 pages the unreplicated one; a passive "
-        "checkpoint reuses the file without shrinking it)",
-        f"replica held the last acknowledged revision {drain_s:.2f} s after the load ended; "
-        f"restored versions {restored_versions} of {acked['replicated']} acknowledged "
-        f"({'all present' if replicated_ok else 'MISSING WRITES'})",
-        f"target >= {TARGET_PER_S:.0f} registrations/s sustained, all replicated: "
-        f"{'met' if met else 'MISSED'}",
+        "synchronous / normal acknowledgement throughput (medians): "
+        + ", ".join(f"{w}: {median[w] / median[n]:.2f}" for w, n in ratios),
+        "registry.db-wal at the end: "
+        + ", ".join(f"{k} {wal[k]:.1f} MB" for k in names)
+        + " (file sizes: litestream checkpoints a replicated WAL, SQLite's autocheckpoint "
+        "every 1000 pages the unreplicated one; a passive checkpoint reuses the file without "
+        "shrinking it)",
+        "the replica held the last acknowledged revision after the load ended; restored "
+        f"versions equal acknowledged ones: {'all present' if all_ok else 'MISSING WRITES'}",
+        f"target >= {TARGET_PER_S:.0f} registrations/s sustained (file replica, normal "
+        f"acknowledgement), all replicated: {'met' if met else 'MISSED'}",
     ]
     return "\n".join(lines)
 
@@ -191,8 +238,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 (moto_server) centrals")
     args = parser.parse_args()
-    print(run(args.seconds, args.clients, args.rounds))
+    print(run(args.seconds, args.clients, args.rounds, s3=not args.no_s3))
 
 
 if __name__ == "__main__":

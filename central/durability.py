@@ -7,8 +7,9 @@ the last one: the replicated-write RPO is one sync interval (docs/OPERATIONS.md,
 
 A write made with ``?wait=replicated`` (or every write when the setting ``write_ack`` is
 ``replicated``) is acknowledged only once Litestream has uploaded it: after ``COMMIT``,
-:class:`ReplicationBarrier` asks litestream, over its control socket, to sync both databases
-and to wait until the replica holds them (litestream 0.5.17's ``POST /sync`` with
+:class:`ReplicationBarrier` asks litestream, over its control socket, to sync the databases
+the write changed (registry.db; secrets.db too for a token change) and to wait until the
+replica holds them (litestream 0.5.17's ``POST /sync`` with
 ``"wait": true``, the call behind ``litestream sync -wait``), and checks that the replica's
 TXID reached the local one. One sync serves every write committed before it started, so
 concurrent waiting writes share round trips (group commit, once more).
@@ -28,7 +29,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +73,16 @@ def control_socket_path(data_dir: Path) -> Path:
 
 
 class ReplicationBarrier:
-    """Waits until the replica holds every transaction committed before :meth:`wait` was called.
+    """Waits until the replica holds every transaction of one database committed before
+    :meth:`wait` was called.
 
-    ``db_paths`` are the databases litestream replicates (absolute paths, as in its config).
-    The constructor does no I/O; :meth:`close` releases the HTTP session.
+    ``db_path`` is the database as litestream's config names it. The constructor does no I/O;
+    :meth:`close` releases the HTTP session.
     """
 
-    def __init__(self, socket_path: Path, db_paths: Sequence[Path], timeout_s: float) -> None:
+    def __init__(self, socket_path: Path, db_path: Path, timeout_s: float) -> None:
         self._socket_path = socket_path
-        self._db_paths = [str(p.resolve()) for p in db_paths]
+        self._db_path = str(db_path.resolve())
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._waiting: list[asyncio.Future[None]] = []
@@ -139,8 +141,7 @@ class ReplicationBarrier:
                     future.set_result(None)
 
     async def _sync_all(self) -> None:
-        deadline = time.monotonic() + self._timeout_s
-        await asyncio.gather(*(self._sync(path, deadline) for path in self._db_paths))
+        await self._sync(self._db_path, time.monotonic() + self._timeout_s)
 
     async def _sync(self, db_path: str, deadline: float) -> None:
         """One ``POST /sync`` with ``wait``, retried while litestream is (re)starting."""
@@ -224,8 +225,10 @@ async def ack_middleware(
     if mode != "replicated" or response.status >= 300 or replicator is None:
         return response
     started = time.monotonic()
+    # Token changes write secrets.db too; every other write only registry.db.
+    names = ("registry", "secrets") if request.path.startswith("/v1/tokens") else ("registry",)
     try:
-        await replicator.barrier.wait()
+        await asyncio.gather(*(replicator.barriers[name].wait() for name in names))
     except SyncFailed as exc:
         text = response.text if isinstance(response, web.Response) else None
         written = _parse(text) if text else {}

@@ -438,12 +438,15 @@ class Replicator:
         self._restarts = 0
         self._dbs = {name: _DbState() for name in DB_NAMES}
         self._by_file = {_db_path(config, name).name: name for name in DB_NAMES}
-        #: Acknowledges ``wait=replicated`` writes once the replica holds them.
-        self.barrier = ReplicationBarrier(
-            control_socket_path(config.data_dir),
-            [_db_path(config, name) for name in DB_NAMES],
-            config.replicated_timeout_s,
-        )
+        #: Per database: acknowledges ``wait=replicated`` writes once the replica holds them.
+        self.barriers = {
+            name: ReplicationBarrier(
+                control_socket_path(config.data_dir),
+                _db_path(config, name),
+                config.replicated_timeout_s,
+            )
+            for name in DB_NAMES
+        }
 
     @property
     def config_path(self) -> Path:
@@ -586,7 +589,8 @@ class Replicator:
             self._task = None
         if not self._in_sync():
             await self._sync_once(timeout)
-        await self.barrier.close()
+        for barrier in self.barriers.values():
+            await barrier.close()
         log.info("litestream: stopped")
 
     def _store_unhealthy(self) -> bool:
