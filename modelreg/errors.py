@@ -34,7 +34,7 @@ API. Never put a traceback or a driver message in ``message``.
     │   └── ArtifactDigestMismatch     digest_mismatch     409   (fetched bytes differ from sha256)
     └── Unavailable                    unavailable         503
         ├── NotReady                   not_ready           503   (sidecar has no copy yet)
-        ├── NotReplicated              not_replicated      503   (committed; the replica did not confirm)
+        ├── NotReplicated              not_replicated      503   (committed, replica unconfirmed)
         └── Timeout                    timeout             504   (min_revision not reached)
 """
 

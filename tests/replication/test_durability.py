@@ -108,7 +108,9 @@ class TestReplicatedAcks:
         central = start_central(tmp_path / "a", replica, env=env)
         try:
             client = CentralClient(central.url, central.admin_token, timeout=30)
-            replicated = CentralClient(central.url, central.admin_token, timeout=30, wait="replicated")
+            replicated = CentralClient(
+                central.url, central.admin_token, timeout=30, wait="replicated"
+            )
             client.create_model("fraud")
             moto.stop()
             with pytest.raises(NotReplicated) as info:
