@@ -98,6 +98,10 @@ class Index:
     last_hash: str = ""
     #: True when built from a previous index by re-encoding only the changed models.
     incremental: bool = False
+    #: False when :func:`load` was given a ``previous`` index whose history this copy does not
+    #: continue (a lower revision, or another event at ``previous.revision``: a replaced or
+    #: rewound central). The follower never serves such an index unasked (issue 18, finding 2).
+    extends_previous: bool = True
     #: Per model: its record (for ``get``/``list``), its resolve keys, its version count.
     model_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_keys: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
@@ -263,27 +267,32 @@ def load(path: Path, previous: Index | None = None) -> Index:
     With ``previous`` (the index being served), when the copy continues its history (the event
     at ``previous.revision`` has the same hash) and few events happened since, only the models
     those events name are re-read and re-encoded; every other entry is shared with
-    ``previous``. Otherwise everything is read (about a second per 100k versions).
+    ``previous``. Otherwise everything is read (about a second per 100k versions), and
+    :attr:`Index.extends_previous` says whether the copy continues ``previous`` at all.
 
     CPU-bound: call it in a worker thread. The followed file is held only for milliseconds
     (the few rows of an incremental load, or SQLite's backup API copying it to a private
-    scratch file for a full load), so litestream's apply is never kept waiting. Raises
-    :class:`IndexError_` as :func:`read_head` does.
+    scratch file for a full load), and every connection is closed on every path before this
+    returns or raises: the sidecar pauses and freezes the cyclic garbage collector, and a
+    ``sqlite3.Connection`` sits in a reference cycle (with its statement cache), so one left
+    to the collector stays open for good and blocks litestream's apply (issue 18, finding 1).
+    Raises :class:`IndexError_` as :func:`read_head` does.
     """
     started = time.perf_counter()
-    conn = _connect(path)
     built = _Built()
+    scratch: str | None = None
+    conn = _connect(path)
     try:
         # An incremental load reads the few changed models straight from the copy, inside one
         # short read transaction (milliseconds).
         conn.execute("BEGIN")
         head = _head(conn)
         last_hash = _event_hash(conn, head.revision)
-        changed = _changed_models(conn, previous, head)
+        extends = _extends(conn, previous, head)
+        changed = _changed_models(conn, previous, head) if extends else None
         if previous is not None and changed is not None:
             if head.revision == previous.revision:
                 # Nothing new (a cold start from the saved index of this very copy).
-                conn.execute("COMMIT")
                 return dataclasses.replace(
                     previous,
                     heartbeat_ms=head.heartbeat_ms,
@@ -291,39 +300,51 @@ def load(path: Path, previous: Index | None = None) -> Index:
                     loaded_at=time.time(),
                     load_ms=(time.perf_counter() - started) * 1000,
                     incremental=True,
+                    extends_previous=True,
                 )
             names = sorted(changed)
             for i in range(0, len(names), _IN_CHUNK):
                 _encode(conn, names[i : i + _IN_CHUNK], built)
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
-    if changed is None:
-        # A full load: copy the file with SQLite's backup API (a consistent snapshot, page
-        # copies only) into a private scratch file beside it and close the copy at once, so
-        # litestream's apply never waits for the encoding. A file rather than ":memory:" keeps
-        # the snapshot out of the process's RSS.
-        fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
-        os.close(fd)
-        snapshot = sqlite3.connect(scratch, isolation_level=None)
-        try:
-            snapshot.execute("PRAGMA journal_mode=OFF")
-            snapshot.execute("PRAGMA synchronous=OFF")
+        if changed is None:
+            # A full load: copy the file with SQLite's backup API (a consistent snapshot, page
+            # copies only) into a private scratch file beside it and close the copy at once,
+            # so litestream's apply never waits for the encoding. A file rather than
+            # ":memory:" keeps the snapshot out of the process's RSS.
+            fd, scratch = tempfile.mkstemp(prefix=".load-", suffix=".db", dir=path.parent)
+            os.close(fd)
+            target = sqlite3.connect(scratch, isolation_level=None)
             try:
-                conn.backup(snapshot)
+                target.execute("PRAGMA journal_mode=OFF")
+                target.execute("PRAGMA synchronous=OFF")
+                conn.backup(target)
             finally:
-                conn.close()
-            head = _head(snapshot)
-            last_hash = _event_hash(snapshot, head.revision)
-            _encode(snapshot, None, built)
+                target.close()
+    except (sqlite3.Error, OSError) as exc:
+        if scratch is not None:
+            Path(scratch).unlink(missing_ok=True)
+        raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
+    except BaseException:
+        if scratch is not None:
+            Path(scratch).unlink(missing_ok=True)
+        raise
+    finally:
+        conn.close()  # whatever happened above: see the docstring
+
+    if scratch is not None:
+        try:
+            snapshot = sqlite3.connect(scratch, isolation_level=None)
+            try:
+                head = _head(snapshot)
+                last_hash = _event_hash(snapshot, head.revision)
+                extends = _extends(snapshot, previous, head)
+                _encode(snapshot, None, built)
+            finally:
+                snapshot.close()
         except sqlite3.Error as exc:
             raise IndexError_(f"cannot load {path}: {exc}", path=str(path)) from None
         finally:
-            snapshot.close()
             Path(scratch).unlink(missing_ok=True)
-    else:
-        conn.close()
 
     if changed is None or previous is None:
         resolve, get = built.resolve, built.get
@@ -360,6 +381,7 @@ def load(path: Path, previous: Index | None = None) -> Index:
         path=str(path),
         last_hash=last_hash,
         incremental=changed is not None,
+        extends_previous=extends,
         model_records=records,
         model_keys=keys,
         version_counts=counts,
@@ -388,14 +410,24 @@ def _event_hash(conn: sqlite3.Connection, revision: int) -> str:
     return str(row[0]) if row else ""
 
 
+def _extends(conn: sqlite3.Connection, previous: Index | None, head: Head) -> bool:
+    """Whether the copy continues the history ``previous`` was loaded from: it is at least at
+    ``previous.revision`` and holds the same event there (same hash). An index without events
+    (revision 0) is continued by anything; no ``previous`` means nothing to continue."""
+    if previous is None or previous.revision == 0:
+        return True
+    if head.revision < previous.revision:
+        return False
+    return _event_hash(conn, previous.revision) == previous.last_hash
+
+
 def _changed_models(
     conn: sqlite3.Connection, previous: Index | None, head: Head
 ) -> set[str] | None:
-    """The models named by the events since ``previous``, or None when a full load is due."""
-    if previous is None or not previous.last_hash or head.revision < previous.revision:
+    """The models named by the events since ``previous`` (whose history the copy continues,
+    see :func:`_extends`), or None when a full load is due."""
+    if previous is None or not previous.last_hash:
         return None
-    if _event_hash(conn, previous.revision) != previous.last_hash:
-        return None  # another history (a replaced central): start over
     subjects = conn.execute(
         "SELECT subject FROM events WHERE revision > ? LIMIT ?",
         (previous.revision, INCREMENTAL_MAX_EVENTS + 1),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,45 @@ class TestLoad:
             other.close()
 
     @pytest.mark.parametrize(
+        "how",
+        ["full", "incremental", "same revision", "other history", "unchanged saved index"],
+    )
+    def test_no_descriptor_survives_a_load_with_the_gc_off(
+        self, db: RegistryDB, tmp_path: Path, how: str
+    ) -> None:
+        """With the cyclic GC off (as the follower runs loads) no load path leaves the copy
+        open: a connection left to the collector would stay open and block litestream."""
+        first = load(db.path)
+        other = RegistryDB(tmp_path / "other.db")
+        other.add_model("a")
+        other.close()
+        saved.save(first, tmp_path / "index.msgpack")
+        loads: dict[str, Callable[[], Index]] = {
+            "full": lambda: load(db.path),
+            "incremental": lambda: (db.set_alias("fraud", "canary", 1), load(db.path, first))[1],
+            "same revision": lambda: load(db.path, first),
+            "other history": lambda: load(tmp_path / "other.db", first),
+            "unchanged saved index": lambda: load(
+                db.path, saved.read(tmp_path / "index.msgpack")
+            ),
+        }
+        gc.collect()
+        before = _fds_on(db.path)  # the fixture's writer connection
+        gc.disable()
+        try:
+            loads[how]()
+            held = [
+                target
+                for fd in os.listdir("/proc/self/fd")
+                if (target := _fd_target(fd)).startswith(str(tmp_path))
+                and not target.startswith(str(db.path))  # the fixture's own writer
+            ]
+            held_registry = _fds_on(db.path) - before
+        finally:
+            gc.enable()
+        assert ([], 0) == (held, held_registry)
+
+    @pytest.mark.parametrize(
         ("column", "value"),
         [
             ("params", "[1, 2]"),
@@ -204,6 +245,47 @@ class TestIncrementalLoad:
         assert (False, 13) == (again.incremental, again.models)
 
 
+class TestExtendsPrevious:
+    def test_later_revision_of_the_same_history_extends(self, db: RegistryDB) -> None:
+        """A copy that continues the served history extends it, full or incremental."""
+        first = load(db.path)
+        db.set_alias("fraud", "canary", 1)
+        assert (True, True) == (
+            load(db.path, first).extends_previous,
+            load(db.path).extends_previous,
+        )
+
+    def test_lower_revision_does_not_extend(self, db: RegistryDB, tmp_path: Path) -> None:
+        """A copy behind the served revision (a rewound central) does not extend it."""
+        other = RegistryDB(tmp_path / "other.db")
+        other.add_model("a")
+        other.close()
+        assert False is load(tmp_path / "other.db", load(db.path)).extends_previous
+
+    def test_same_revision_other_hash_does_not_extend(
+        self, db: RegistryDB, tmp_path: Path
+    ) -> None:
+        """The same revision reached by another history (another event hash) does not."""
+        first = load(db.path)
+        other = RegistryDB(tmp_path / "other.db")
+        while other.revision < first.revision:
+            other.add_model(f"m{other.revision}")
+        other.close()
+        again = load(tmp_path / "other.db", first)
+        assert (first.revision, False) == (again.revision, again.extends_previous)
+
+    def test_higher_revision_other_history_does_not_extend(
+        self, db: RegistryDB, tmp_path: Path
+    ) -> None:
+        """A longer history that holds another event at the served revision does not."""
+        first = load(db.path)
+        other = RegistryDB(tmp_path / "other.db")
+        while other.revision < first.revision + 5:
+            other.add_model(f"m{other.revision}")
+        other.close()
+        assert False is load(tmp_path / "other.db", first).extends_previous
+
+
 class TestListEntry:
     @pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 70_000])
     def test_spliced_list_equals_packing_it(self, count: int) -> None:
@@ -258,3 +340,17 @@ class TestLoadErrors:
             load(path)
         with pytest.raises(IndexError_):
             read_head(path)
+
+
+def _fd_target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def _fds_on(path: Path) -> int:
+    """Descriptors of this process on ``path`` or its -wal/-shm/-journal files."""
+    return sum(
+        1 for fd in os.listdir("/proc/self/fd") if _fd_target(fd).startswith(str(path))
+    )
