@@ -251,7 +251,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         freshness = "NOT READY (no local copy yet)"
     rate = lookups_per_s(status)
     follower_text = str(follower.get("state") or "-")
-    if follower.get("error") and follower.get("state") != "following":
+    if follower.get("error"):
         follower_text += f": {follower['error']}"
     if follower.get("pid"):
         follower_text += f" (pid {follower['pid']}, restarts {follower.get('restarts', 0)})"
@@ -266,6 +266,7 @@ def status_text(status: Mapping[str, Any]) -> str:
         ("reason", status.get("reason") or None),
         ("revision", status.get("revision")),
         ("age", _duration_ms(status.get("age_ms"))),
+        ("diverged", _diverged_text(status.get("diverged"))),
         ("follower", follower_text),
         ("models", status.get("models")),
         ("versions", status.get("versions")),
@@ -284,6 +285,18 @@ def status_text(status: Mapping[str, Any]) -> str:
         ("uptime", _duration_s(status.get("uptime_s"))),
     ]
     return fields_text([(label, value) for label, value in pairs if value is not None])
+
+
+def _diverged_text(diverged: Any) -> str | None:
+    """The other history the replica holds, and what to do about it (None: not diverged)."""
+    if not isinstance(diverged, Mapping):
+        return None
+    return (
+        f"the replica holds another history (revision {diverged.get('revision')}, event "
+        f"{str(diverged.get('hash') or '-')[:12]}); serving revision "
+        f"{diverged.get('served_revision')} until `reg sidecar adopt`"
+        + (f" or {diverged.get('grace_s'):g} s" if diverged.get("grace_s") else "")
+    )
 
 
 @click.command("status")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from modelreg.cli.context import EXIT_UNAVAILABLE, Context, command_error, json_option, pass_context
+from modelreg.cli.output import emit
 from modelreg.sidecar import config as sidecar_config
 
 __all__ = ["register"]
@@ -96,6 +99,14 @@ def sidecar() -> None:
     f"[default: {sidecar_config.DEFAULT_FRAME_TIMEOUT_S:g}].",
 )
 @click.option("--litestream-bin", default=None, help="Path of the litestream binary.")
+@click.option(
+    "--diverged-grace",
+    "diverged_grace_s",
+    type=float,
+    default=None,
+    help="Adopt another history in the replica after this many seconds; 0 never "
+    f"(only `reg sidecar adopt`) [default: {sidecar_config.DEFAULT_DIVERGED_GRACE_S:g}].",
+)
 def run(**flags: Any) -> None:
     """Follow the replica and serve lookups until SIGTERM/SIGINT.
 
@@ -129,6 +140,97 @@ def run(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot serve: {exc.strerror or exc}") from None
+
+
+#: Seconds ``reg sidecar adopt`` waits for the sidecar to serve the adopted history.
+ADOPT_WAIT_S = 60.0
+
+
+@sidecar.command("adopt")
+@click.option(
+    "--data-dir",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The sidecar's data directory "
+    f"[default: REG_SIDECAR_DATA_DIR, else {sidecar_config.DEFAULT_DATA_DIR}].",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=ADOPT_WAIT_S,
+    show_default=True,
+    help="Seconds to wait for the sidecar to serve the adopted history (0: do not wait).",
+)
+@json_option
+@pass_context
+def adopt(ctx: Context, data_dir: Path | None, wait_s: float) -> None:
+    """Let this node's sidecar serve the other history its replica now holds.
+
+    A sidecar never serves a copy whose history does not extend the one it served (the
+    replica was deleted and an empty central took over, or central was restored from an old
+    backup): it keeps serving its last good copy and reports `diverged` in `reg status`.
+    This command asks the running sidecar (on the global --socket) which history it saw,
+    writes the request into its data directory (so it needs write access there, not just to
+    the socket) and waits until the sidecar serves it.
+
+    \b
+    Example:
+        reg status                      # diverged: revision 3 (event 5f0c…), serving 41
+        reg sidecar adopt --data-dir /var/lib/modelreg/sidecar
+    """
+    from modelreg.errors import RegistryError
+    from modelreg.sidecar.client import Client
+    from modelreg.sidecar.history import write_adopt_request
+
+    if data_dir is None:
+        data_dir = sidecar_config.load({}, os.environ).data_dir
+    try:
+        with Client(ctx.socket, connect_deadline_s=2.0) as client:
+            diverged = client.status().get("diverged")
+            if not diverged:
+                raise command_error(
+                    f"nothing to adopt: the sidecar on {ctx.socket} serves its own history"
+                )
+            try:
+                write_adopt_request(data_dir, diverged["revision"], diverged["hash"])
+            except OSError as exc:
+                raise command_error(
+                    f"cannot write the adoption request in {data_dir}: {exc.strerror or exc}"
+                ) from None
+            result = {"requested": diverged, "adopted": False, "revision": None}
+            deadline = time.monotonic() + wait_s
+            while wait_s > 0:
+                status = client.status()
+                if not status.get("diverged") and (status.get("revision") or 0) >= int(
+                    diverged["revision"]
+                ):
+                    result.update(adopted=True, revision=status["revision"])
+                    break
+                if time.monotonic() > deadline:
+                    raise command_error(
+                        f"the sidecar did not adopt it within {wait_s:g} s (see its log)",
+                        EXIT_UNAVAILABLE,
+                    )
+                time.sleep(0.1)
+    except RegistryError as exc:
+        raise command_error(
+            f"cannot ask the sidecar on {ctx.socket}: {exc.message}", EXIT_UNAVAILABLE
+        ) from None
+    emit(ctx, result, _adopt_text)
+
+
+def _adopt_text(result: dict[str, Any]) -> str:
+    requested = result["requested"]
+    line = (
+        f"asked the sidecar to adopt revision {requested['revision']} "
+        f"(event {str(requested['hash'])[:12]}) in place of revision "
+        f"{requested['served_revision']}"
+    )
+    if result["adopted"]:
+        line += f"\nthe sidecar now serves revision {result['revision']}"
+    return line
 
 
 def register(root: click.Group) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "DEFAULT_DIVERGED_GRACE_S",
     "DEFAULT_FOLLOW_INTERVAL_S",
     "DEFAULT_FRAME_TIMEOUT_S",
     "DEFAULT_HTTP_SOCKET_PATH",
@@ -40,6 +41,7 @@ DEFAULT_SOCKET_MODE = 0o660
 DEFAULT_MAX_CONNECTIONS = 16384
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 DEFAULT_FRAME_TIMEOUT_S = 10.0
+DEFAULT_DIVERGED_GRACE_S = 0.0
 ENV_PREFIX = "REG_SIDECAR_"
 
 
@@ -81,6 +83,9 @@ class SidecarConfig:
     frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S
     #: Path of the litestream binary; "" means the one beside Python, else $PATH.
     litestream_bin: str = ""
+    #: Seconds a replica holding another history (one that does not extend the served one)
+    #: must persist before the sidecar adopts it by itself; 0: only `reg sidecar adopt` does.
+    diverged_grace_s: float = DEFAULT_DIVERGED_GRACE_S
 
     @property
     def source_url(self) -> str:
@@ -109,6 +114,8 @@ _HELP = {
     "idle_timeout_s": "seconds before an idle connection is closed (0 disables)",
     "frame_timeout_s": "seconds a partial frame may stay incomplete",
     "litestream_bin": "path of the litestream binary",
+    "diverged_grace_s": "seconds of another history in the replica before adopting it (0: never;"
+    " `reg sidecar adopt` does it at once)",
 }
 
 

@@ -76,6 +76,31 @@ async def run(
     node = Node(metrics, config.stale_after_s, describe_source=config.source_url)
     _gauges(metrics, node)
     follower = Follower(config, node, metrics, environ)
+    history = follower.history
+    metrics.describe(
+        "modelreg_sidecar_diverged",
+        "gauge",
+        "1 while the replica holds a history that does not extend the served one.",
+        lambda: float(history.diverged),
+    )
+    metrics.describe(
+        "modelreg_sidecar_divergences_total",
+        "counter",
+        "Times the replica was found holding another history than the served one.",
+        lambda: float(history.divergences),
+    )
+    metrics.describe(
+        "modelreg_sidecar_follower_errors_total",
+        "counter",
+        "Error lines logged by the litestream children (a corrupt or missing replica file...).",
+        lambda: float(metrics.follower_errors),
+    )
+    metrics.describe(
+        "modelreg_sidecar_adoptions_total",
+        "counter",
+        "Other histories adopted (reg sidecar adopt, or the diverged grace).",
+        lambda: float(history.adoptions),
+    )
     sock_server = SocketServer(
         node,
         metrics,

@@ -22,6 +22,10 @@ Life cycle, one loop every ``poll`` seconds:
   ``-txid`` appears it is loaded and swapped in, the old child stopped and its files deleted.
   Serving never stops. Retries back off exponentially (capped) while the replica is
   unreachable.
+* **Never rewind**: a copy is probed (:func:`~modelreg.sidecar.index.probe`) before it is
+  loaded; one whose history does not extend the served one (a replaced or rewound central) is
+  kept aside as the candidate of :mod:`modelreg.sidecar.history`, still followed, and served
+  only once the operator adopts it or its grace has passed.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from typing import Any
 
 from modelreg.sidecar import snapshot
 from modelreg.sidecar.config import SidecarConfig
-from modelreg.sidecar.index import Index, IndexError_, load, read_head
+from modelreg.sidecar.history import History
+from modelreg.sidecar.index import Index, IndexError_, Probe, load, probe
 from modelreg.sidecar.metrics import Metrics
 from modelreg.sidecar.state import Node
 
@@ -52,6 +57,8 @@ __all__ = ["Follower", "LitestreamMissing"]
 log = logging.getLogger(__name__)
 
 _COPY = re.compile(r"^replica-(\d+)\.db$")
+#: ``key=value`` fields of a litestream log line (values may be quoted).
+_LOG_FIELD = re.compile(r'(\w[\w.]*)=("(?:[^"\\]|\\.)*"|\S*)')
 #: Seconds between checks of the -txid files and the children.
 _POLL_S = 0.05
 #: Backoff between failed restores, seconds: first retry, cap.
@@ -77,6 +84,8 @@ class _Copy:
     proc: asyncio.subprocess.Process | None = None
     started: float = 0.0
     txid: str = ""
+    #: Bytes of the child's log already read (see Follower._read_log).
+    log_offset: int = 0
 
     @property
     def txid_path(self) -> Path:
@@ -110,6 +119,22 @@ class _Copy:
         log.warning("stopping litestream pid %d left by a previous sidecar", pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # it only reads the replica: nothing to flush
+
+    def new_log_lines(self, limit: int = 65536) -> list[str]:
+        """Complete lines the child logged since the last call (at most ``limit`` bytes)."""
+        try:
+            size = os.path.getsize(self.log_path)
+        except OSError:
+            return []
+        if size <= self.log_offset:
+            self.log_offset = min(self.log_offset, size)
+            return []
+        with open(self.log_path, "rb") as fh:
+            fh.seek(max(self.log_offset, size - limit))
+            chunk = fh.read(size - fh.tell())
+        end = chunk.rfind(b"\n") + 1
+        self.log_offset = size - len(chunk) + end
+        return chunk[:end].decode(errors="replace").splitlines()
 
     def read_txid(self) -> str:
         try:
@@ -157,8 +182,13 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
         self._binary = ""
         self._last_full_gc = time.monotonic()
-        #: Revision of the index last saved for cold starts (None: nothing saved).
-        self._saved_revision: int | None = None
+        #: (revision, last hash) of the index last saved for cold starts (None: nothing saved).
+        self._saved_key: tuple[int, str] | None = None
+        self.history = History(config.data_dir, config.diverged_grace_s)
+        node.history = self.history
+        #: A copy holding another history than the served one (see modelreg.sidecar.history);
+        #: it may be the active copy itself, when its own child applied the other history.
+        self._diverged: _Copy | None = None
         self._loaded_local = False
         self._litestream_env: Any = None
 
@@ -203,22 +233,40 @@ class Follower:
         if copies:
             self.node.not_ready_reason = f"loading the local copy in {self.data_dir}"
         saved = await self._read_saved() if copies else None
+        if saved is not None:
+            self._saved_key = (saved.revision, saved.last_hash)
+        candidate: tuple[_Copy, Probe] | None = None
         for copy in sorted(copies, key=lambda c: c.number, reverse=True):
             if self._active is None and copy.read_txid():
                 self.node.not_ready_reason = f"loading the local copy {copy.path}"
                 try:
+                    head = await asyncio.to_thread(
+                        probe, copy.path, saved.revision if saved is not None else 0
+                    )
+                    if not self.history.extends(saved, head):
+                        # The saved index is the history this node served: a newer copy
+                        # holding another one is a candidate, never served unasked.
+                        if candidate is None:
+                            candidate = (copy, head)
+                            continue
+                        copy.remove_files()
+                        continue
                     index = await self._load(copy.path, saved)
                 except IndexError_ as exc:
                     log.warning("local copy %s is unusable: %s", copy.path, exc.message)
                 else:
                     copy.txid = copy.read_txid()
                     self._active = copy
-                    self._saved = (
-                        saved if index.last_hash == getattr(saved, "last_hash", "") else None
-                    )
                     await self._swap(index)
                     continue
+            if candidate is not None and copy is candidate[0]:
+                continue
             copy.remove_files()
+        if candidate is not None:
+            if self._active is None and saved is not None:
+                log.warning("serving the saved index %s (revision %d)", saved.path, saved.revision)
+                self.node.swap(saved)
+            await self._park(candidate[0], candidate[1])
         if self.node.index is None:
             self.node.not_ready_reason = waiting
         self._set_state()
@@ -230,12 +278,12 @@ class Follower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for copy in (self._pending, self._active):
+        for copy in (self._pending, self._active, self._diverged):
             if copy is not None:
                 await _terminate(copy)
         self._set_state("stopped")
         index = self.node.index
-        if index is not None and index.revision != self._saved_revision:
+        if index is not None and (index.revision, index.last_hash) != self._saved_key:
             await self._save(index)
 
     @property
@@ -295,7 +343,7 @@ class Follower:
         except OSError as exc:
             log.warning("cannot save the index to %s: %s", self._saved_path, exc)
         else:
-            self._saved_revision = index.revision
+            self._saved_key = (index.revision, index.last_hash)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -313,20 +361,26 @@ class Follower:
     async def _tick(self) -> None:
         now = time.monotonic()
         active, pending = self._active, self._pending
+        for copy in (active, pending, self._diverged):
+            if copy is not None and copy.proc is not None:  # a log of this run's child
+                self._read_log(copy)
         if pending is not None:
             await self._check_pending(pending)
         if active is not None and active is self._active:
             await self._check_active(active)
+        if self._diverged is not None:
+            await self._check_diverged(self._diverged)
         active = self._active
         if self._pending is None:
-            need = active is None or active.proc is None or active.proc.returncode is not None
-            if need and now >= self._next_attempt:
+            # The diverged candidate's child follows the replica too: no restore is needed
+            # while it runs (one would only find the same other history).
+            followers = [c for c in (active, self._diverged) if c is not None and _alive(c)]
+            if not followers and now >= self._next_attempt:
                 await self._start_restore()
             elif (
-                not need
-                and active is not None
+                followers
                 and self.node.stale()
-                and now - active.started > self.config.stale_after_s
+                and now - max(c.started for c in followers) > self.config.stale_after_s
                 and now >= self._next_stale_attempt
             ):
                 log.warning(
@@ -343,13 +397,25 @@ class Follower:
     async def _check_pending(self, pending: _Copy) -> None:
         txid = pending.read_txid()
         if txid:
+            served = self.node.index
             try:
-                index = await self._load(pending.path, self.node.index)
+                head = await asyncio.to_thread(
+                    probe, pending.path, served.revision if served is not None else 0
+                )
+                if not self.history.extends(served, head):
+                    await self._park(pending, head)
+                    await self._save_served()
+                    return
+                index = await self._load(pending.path, served)
             except IndexError_ as exc:
                 log.info("new copy %s not loadable yet: %s", pending.path, exc.message)
                 self.metrics.reload_failures += 1
                 if pending.proc is not None and pending.proc.returncode is not None:
                     await self._fail(pending)
+                return
+            if not index.extends_previous:  # it moved on between the probe and the load
+                await self._park(pending, head)
+                await self._save_served()
                 return
             pending.txid = txid
             old = self._active
@@ -360,6 +426,7 @@ class Follower:
             if old is not None:
                 await _terminate(old)
                 old.remove_files()
+            await self._drop_diverged()
             return
         if pending.proc is not None and pending.proc.returncode is not None:
             await self._fail(pending)
@@ -382,12 +449,21 @@ class Follower:
         txid = active.read_txid()
         if not txid or txid == active.txid:
             return
+        index = self.node.index
         try:
-            head = await asyncio.to_thread(read_head, active.path)
+            head = await asyncio.to_thread(
+                probe, active.path, index.revision if index is not None else 0
+            )
         except IndexError_ as exc:
             log.info("cannot read %s yet: %s", active.path, exc.message)
             return  # busy while litestream applies: try again next tick
-        index = self.node.index
+        if not self.history.extends(index, head):
+            # Its own child applied another history: not one byte of it is served.
+            active.txid = txid
+            if self._diverged is None or self._diverged is active:
+                await self._park(active, head)
+                await self._save_served()
+            return
         if index is not None and head.revision == index.revision and index.path == str(active.path):
             active.txid = txid
             self.node.set_heartbeat(head.heartbeat_ms)
@@ -399,7 +475,89 @@ class Follower:
             log.info("cannot load %s yet: %s", active.path, exc.message)
             return
         active.txid = txid
+        if not new.extends_previous:
+            await self._park(active, head)
+            await self._save_served()
+            return
         await self._swap(new)
+        if self._diverged is active:
+            self._diverged = None
+            self.history.clear()
+
+    def _read_log(self, copy: _Copy) -> None:
+        """Surface the child's errors in ``status`` as it logs them (issue 18, finding 11).
+
+        litestream's follower retries a file it cannot apply (corrupt, truncated) every tick
+        and only logs it; read here on every poll, such an error is in ``status`` (and counted
+        in ``/metrics``) by the child's next tick, and cleared once it applies updates again.
+        """
+        for line in copy.new_log_lines():
+            fields = _log_fields(line)
+            if fields.get("level") == "ERROR":
+                self.metrics.follower_errors += 1
+                message = fields.get("msg", "litestream error")
+                if fields.get("err"):
+                    message = f"{message}: {fields['err']}"
+                if self.node.follower.get("error") != message[:500]:
+                    log.warning("litestream %s: %s", copy.path.name, message)
+                self.node.follower["error"] = message[:500]
+            elif fields.get("msg") == "follow: applied updates" and copy is self._active:
+                self.node.follower["error"] = None
+
+    # -- another history (modelreg.sidecar.history) -----------------------------------------
+
+    async def _park(self, copy: _Copy, head: Probe) -> None:
+        """Keep ``copy`` (which does not extend the served history) aside as the candidate."""
+        self.history.diverge(self.node.index, head, copy.path)
+        copy.txid = copy.read_txid()
+        if self._pending is copy:
+            self._pending = None
+            self._retry_s = _RETRY_FIRST_S
+        old, self._diverged = self._diverged, copy
+        if old is not None and old is not copy and old is not self._active:
+            await _discard(old)
+
+    async def _drop_diverged(self) -> None:
+        """The served history goes on: the candidate (if any) is not needed any more."""
+        old, self._diverged = self._diverged, None
+        if old is not None and old is not self._active:
+            await _discard(old)
+        self.history.clear()
+
+    async def _save_served(self) -> None:
+        """Save the served index, so that a restart finds the history this node served."""
+        index = self.node.index
+        if index is not None and (index.revision, index.last_hash) != self._saved_key:
+            await self._save(index)
+
+    async def _check_diverged(self, candidate: _Copy) -> None:
+        """Adopt the candidate's history when the operator asked for it or the grace passed."""
+        request = self.history.request()
+        found: Probe | None = None
+        if request is not None:
+            try:
+                found = await asyncio.to_thread(probe, candidate.path, request.revision or 0)
+            except IndexError_ as exc:
+                log.info("cannot read the candidate %s yet: %s", candidate.path, exc.message)
+                return
+        reason = self.history.adoption(request, found)
+        if reason is None:
+            return
+        try:
+            index = await self._load(candidate.path, None)
+        except IndexError_ as exc:
+            self.metrics.reload_failures += 1
+            log.info("cannot load the candidate %s yet: %s", candidate.path, exc.message)
+            return
+        served = self.node.index
+        old = self._active
+        candidate.txid = candidate.read_txid()
+        self._active, self._diverged = candidate, None
+        self.history.adopted(served, index, reason)
+        self.node.heartbeat_ms = None  # the adopted history's own heartbeat counts from now
+        await self._swap(index)
+        if old is not None and old is not candidate:
+            await _discard(old)
 
     async def _start_restore(self) -> None:
         number = self._next_number
@@ -446,14 +604,14 @@ class Follower:
         """Publish the follower's state: following, restoring, retrying or stopped."""
         running = [
             copy.proc
-            for copy in (self._active, self._pending)
+            for copy in (self._active, self._pending, self._diverged)
             if copy is not None and copy.proc is not None and copy.proc.returncode is None
         ]
         if state is None:
             active = self._active
             if self._pending is not None:
                 state = "restoring"
-            elif active is not None and active.proc is not None and active.proc.returncode is None:
+            elif any(c is not None and _alive(c) for c in (active, self._diverged)):
                 state = "following"
             else:
                 state = "retrying"
@@ -461,6 +619,26 @@ class Follower:
         follower["state"] = state
         follower["pid"] = running[0].pid if running else None
         follower["path"] = str(self._active.path) if self._active is not None else None
+
+
+def _log_fields(line: str) -> dict[str, str]:
+    """The ``key=value`` fields of one litestream log line (the first of each key wins)."""
+    fields: dict[str, str] = {}
+    for key, value in _LOG_FIELD.findall(line):
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = value[1:-1].replace('\\"', '"')
+        fields.setdefault(key, value)
+    return fields
+
+
+def _alive(copy: _Copy) -> bool:
+    return copy.proc is not None and copy.proc.returncode is None
+
+
+async def _discard(copy: _Copy) -> None:
+    """Stop ``copy``'s child and delete its files."""
+    await _terminate(copy)
+    copy.remove_files()
 
 
 async def _terminate(copy: _Copy) -> None:

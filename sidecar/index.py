@@ -47,8 +47,10 @@ __all__ = [
     "Head",
     "Index",
     "IndexError_",
+    "Probe",
     "build_list_entry",
     "load",
+    "probe",
     "read_head",
 ]
 
@@ -161,6 +163,45 @@ def read_head(path: Path) -> Head:
     conn = _connect(path)
     try:
         return _head(conn)
+    except sqlite3.Error as exc:
+        raise IndexError_(f"cannot read {path}: {exc}", path=str(path)) from None
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A copy's head and which history it holds, read without loading it."""
+
+    revision: int
+    heartbeat_ms: int | None
+    #: Hash of the event at ``revision`` ("" without events).
+    last_hash: str
+    #: Hash of the event at the revision asked about ("" when the copy has no such event).
+    hash_at: str
+
+    def extends(self, revision: int, last_hash: str) -> bool:
+        """Whether this copy continues the history whose event at ``revision`` has hash
+        ``last_hash``: it is at least there and holds that very event (a history without
+        events, revision 0, is continued by anything)."""
+        if revision == 0:
+            return True
+        return self.revision >= revision and self.hash_at == last_hash
+
+
+def probe(path: Path, at_revision: int) -> Probe:
+    """The head of the copy at ``path`` and the hash of its event at ``at_revision`` (one tiny
+    read transaction, then closed). Raises :class:`IndexError_` as :func:`read_head` does."""
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN")
+        head = _head(conn)
+        return Probe(
+            head.revision,
+            head.heartbeat_ms,
+            _event_hash(conn, head.revision),
+            _event_hash(conn, at_revision) if at_revision else "",
+        )
     except sqlite3.Error as exc:
         raise IndexError_(f"cannot read {path}: {exc}", path=str(path)) from None
     finally:

@@ -40,11 +40,16 @@ class Metrics:
         self.errors = 0
         self.reloads = 0
         self.reload_failures = 0
+        #: Error lines the litestream children logged.
+        self.follower_errors = 0
         self.connections_total = 0
         self.connections_rejected = 0
         self._hist = [0] * (len(_BUCKETS_NS) + 1)
         self._hist_sum_ns = 0
         self.gauges: dict[str, Callable[[], float]] = {}
+        #: name -> (type, help, read): series rendered with HELP and TYPE lines (the
+        #: ``modelreg_`` scheme new metrics follow; counters end in ``_total``).
+        self.described: dict[str, tuple[str, str, Callable[[], float]]] = {}
 
     def observe(self, op: str, result: str, elapsed_ns: int) -> None:
         """Count one answered request and its handling time in nanoseconds."""
@@ -65,6 +70,12 @@ class Metrics:
             self.errors += count
         self._hist[bisect_left(_BUCKETS_NS, each_ns)] += count
         self._hist_sum_ns += each_ns * count
+
+    def describe(self, name: str, kind: str, text: str, read: Callable[[], float]) -> None:
+        """Add a series read at scrape time; ``kind`` is ``counter`` or ``gauge``."""
+        assert kind in ("counter", "gauge") and name.startswith("modelreg_"), name
+        assert (kind == "counter") == name.endswith("_total"), name
+        self.described[name] = (kind, text, read)
 
     @property
     def total(self) -> int:
@@ -104,4 +115,6 @@ class Metrics:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
         for name, read in sorted(self.gauges.items()):
             lines += [f"# TYPE {name} gauge", f"{name} {read():g}"]
+        for name, (kind, text, read) in sorted(self.described.items()):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {read():g}"]
         return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -23,6 +23,9 @@ from modelreg.errors import NotReady, Timeout
 from modelreg.sidecar.index import Index
 from modelreg.sidecar.metrics import Metrics
 from modelreg.sidecar.protocol import Request, error_frame, ok_frame, ok_prefix, pack, result_of
+
+if TYPE_CHECKING:
+    from modelreg.sidecar.history import History
 
 __all__ = ["Answer", "Node", "Watcher", "decode_frame"]
 
@@ -47,6 +50,8 @@ class Node:
         self.not_ready_reason = "no local copy yet: the follower is restoring " + describe_source
         #: Filled in by the follower: state, pid, restarts, error, path.
         self.follower: dict[str, Any] = {"state": "starting", "pid": None, "restarts": 0}
+        #: Set by the follower: the served history and any other one seen (status "diverged").
+        self.history: History | None = None
         self.connections = 0
         self.started = time.time()
         self._started_mono = time.monotonic()
@@ -229,6 +234,7 @@ class Node:
             "ready": index is not None,
             "reason": self.not_ready_reason if index is None else "",
             "follower": {**follower, "error": self.follower.get("error")},
+            "diverged": self.history.status(index) if self.history is not None else None,
             "models": index.models if index is not None else 0,
             "versions": index.versions if index is not None else 0,
             "connections": self.connections,

@@ -151,9 +151,7 @@ class TestLoad:
             "incremental": lambda: (db.set_alias("fraud", "canary", 1), load(db.path, first))[1],
             "same revision": lambda: load(db.path, first),
             "other history": lambda: load(tmp_path / "other.db", first),
-            "unchanged saved index": lambda: load(
-                db.path, saved.read(tmp_path / "index.msgpack")
-            ),
+            "unchanged saved index": lambda: load(db.path, saved.read(tmp_path / "index.msgpack")),
         }
         gc.collect()
         before = _fds_on(db.path)  # the fixture's writer connection
@@ -262,9 +260,7 @@ class TestExtendsPrevious:
         other.close()
         assert False is load(tmp_path / "other.db", load(db.path)).extends_previous
 
-    def test_same_revision_other_hash_does_not_extend(
-        self, db: RegistryDB, tmp_path: Path
-    ) -> None:
+    def test_same_revision_other_hash_does_not_extend(self, db: RegistryDB, tmp_path: Path) -> None:
         """The same revision reached by another history (another event hash) does not."""
         first = load(db.path)
         other = RegistryDB(tmp_path / "other.db")
@@ -351,6 +347,4 @@ def _fd_target(fd: str) -> str:
 
 def _fds_on(path: Path) -> int:
     """Descriptors of this process on ``path`` or its -wal/-shm/-journal files."""
-    return sum(
-        1 for fd in os.listdir("/proc/self/fd") if _fd_target(fd).startswith(str(path))
-    )
+    return sum(1 for fd in os.listdir("/proc/self/fd") if _fd_target(fd).startswith(str(path)))
