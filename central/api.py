@@ -20,9 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from modelreg.central.appkeys import AUTH, CONFIG, REGISTRY, REPLICATOR
+from modelreg.central.appkeys import AUTH, CONFIG, DISPATCHER, REGISTRY, REPLICATOR
 from modelreg.central.auth import Token, request_token
-from modelreg.central.metrics import CONTENT_TYPE, METRICS
+from modelreg.central.metrics import CONTENT_TYPE, METRICS, PREFIX
 from modelreg.central.openapi import BODIES, document
 from modelreg.central.records import parse_time
 from modelreg.central.registry import STATUSES, UNSET
@@ -89,6 +89,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, dict)
     if kind == "array":
         return isinstance(value, list)
+    if kind == "boolean":
+        return isinstance(value, bool)
     return kind == "null" and value is None
 
 
@@ -207,6 +209,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     text = request.app[METRICS].render(await registry.revision(), await registry.counts())
+    dispatcher = request.app.get(DISPATCHER)
+    if dispatcher is not None:
+        text += dispatcher.metrics_text(PREFIX)
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -387,7 +392,7 @@ async def alias_history(request: web.Request) -> web.Response:
     return _page_answer(page)
 
 
-# -- resolve, search, events, audit ------------------------------------------------------------
+# -- resolve, search, audit (events: central/event_routes.py) ---------------------------
 
 
 async def resolve(request: web.Request) -> web.Response:
@@ -436,18 +441,6 @@ async def search_versions(request: web.Request) -> web.Response:
         scope=token.models,
         **_page(request),
     )
-    return _page_answer(page)
-
-
-async def events(request: web.Request) -> web.Response:
-    token = request_token(request)
-    token.require("reader")
-    token.require_unscoped("reading the event log")
-    _query(request, ("after", "limit", "page_token"))
-    raw = request.query.get("after", "0")
-    if not _NUMBER_RE.fullmatch(raw) or int(raw) > _MAX_INT:
-        raise InvalidField(f"after must be a revision number, got {raw!r}", field="after")
-    page = await request.app[REGISTRY].events(after=int(raw), **_page(request))
     return _page_answer(page)
 
 
@@ -508,7 +501,8 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register every route (``central/openapi.py`` lists the same ones; a test checks)."""
+    """Register the routes of this module (``central/openapi.py`` lists them, with those of
+    ``central/event_routes.py`` and ``central/webhook_routes.py``; a test checks)."""
     v, m, n = "/v1", "/v1/models/{model}", "/v1/models/{model}/versions/{version}"
     alias = m + "/aliases/{alias}"
     app.router.add_routes(
@@ -534,7 +528,6 @@ def add_routes(app: web.Application) -> None:
             web.get(alias + "/history", alias_history, allow_head=False),
             web.get(v + "/resolve/{model}/{ref}", resolve, allow_head=False),
             web.get(v + "/versions", search_versions, allow_head=False),
-            web.get(v + "/events", events, allow_head=False),
             web.get(v + "/audit/verify", verify_audit, allow_head=False),
             web.post(v + "/tokens", create_token),
             web.get(v + "/tokens", list_tokens, allow_head=False),

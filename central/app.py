@@ -13,7 +13,10 @@ Middlewares, outermost first:
 
 Cleanup contexts, in order: lock the data directory (one central per data directory, even
 without replication), restore from the replica, open the registry and the tokens, run
-replication, run the heartbeat. They unwind in reverse.
+replication, run the webhooks (subscriptions, delivery log, workers), run the heartbeat. They
+unwind in reverse, so the webhooks' last positions are written before replication flushes.
+At shutdown the event feed closes first: long-polls answer and streams end, so no open stream
+holds central's stop.
 """
 
 from __future__ import annotations
@@ -27,16 +30,28 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from modelreg.central import api
-from modelreg.central.appkeys import AUTH, CONFIG, REGISTRY
+from modelreg.central import api, event_routes, webhook_routes
+from modelreg.central.appkeys import (
+    AUTH,
+    CONFIG,
+    DELIVERY_LOG,
+    DISPATCHER,
+    FEED,
+    REGISTRY,
+    WEBHOOKS,
+)
 from modelreg.central.auth import TOKEN, Auth
 from modelreg.central.config import CentralConfig, ConfigError
+from modelreg.central.delivery import Dispatcher
+from modelreg.central.delivery_log import DeliveryLog
 from modelreg.central.durability import ack_middleware
+from modelreg.central.feed import EventFeed
 from modelreg.central.lease import DATA_DIR_LOCK_NAME, FileLock
 from modelreg.central.metrics import METRICS, Metrics
 from modelreg.central.pagetoken import PageTokens
 from modelreg.central.registry import Registry
 from modelreg.central.replication import replicate_ctx, restore_ctx
+from modelreg.central.webhooks import Subscriptions
 from modelreg.errors import (
     InvalidRequest,
     MethodNotAllowed,
@@ -155,6 +170,28 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
         await registry.close()
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the subscriptions and the delivery log, then start the workers."""
+    subscriptions, deliveries = app[WEBHOOKS], app[DELIVERY_LOG]
+    await subscriptions.open()
+    try:
+        await deliveries.open()
+        try:
+            await app[DISPATCHER].open()
+            try:
+                yield
+            finally:
+                await app[DISPATCHER].close()
+        finally:
+            await deliveries.close()
+    finally:
+        await subscriptions.close()
+
+
+async def _close_feed(app: web.Application) -> None:
+    app[FEED].close()
+
+
 async def _beat(registry: Registry, interval_s: float) -> None:
     while True:
         try:
@@ -189,11 +226,18 @@ def create_app(config: CentralConfig) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config
-    app[REGISTRY] = Registry(config)
-    app[AUTH] = Auth(config, log=app[REGISTRY])
+    registry = app[REGISTRY] = Registry(config)
+    app[AUTH] = Auth(config, log=registry)
     app[METRICS] = Metrics()
+    feed = app[FEED] = EventFeed(registry.store)
+    subscriptions = app[WEBHOOKS] = Subscriptions(config, log=registry)
+    deliveries = app[DELIVERY_LOG] = DeliveryLog(config.deliveries_db, config.webhook_history_s)
+    app[DISPATCHER] = Dispatcher(config, registry.store, feed, subscriptions, deliveries)
     api.add_routes(app)
+    event_routes.add_routes(app)
+    webhook_routes.add_routes(app)
+    app.on_shutdown.append(_close_feed)
     app.cleanup_ctx.extend(
-        [_data_dir_ctx, restore_ctx, _registry_ctx, replicate_ctx, _heartbeat_ctx]
+        [_data_dir_ctx, restore_ctx, _registry_ctx, replicate_ctx, _webhooks_ctx, _heartbeat_ctx]
     )
     return app

@@ -11,13 +11,32 @@ from modelreg.central.config import CentralConfig
 
 if TYPE_CHECKING:
     from modelreg.central.auth import Auth
+    from modelreg.central.delivery import Dispatcher
+    from modelreg.central.delivery_log import DeliveryLog
+    from modelreg.central.feed import EventFeed
     from modelreg.central.registry import Registry
     from modelreg.central.replication import Replicator
+    from modelreg.central.webhooks import Subscriptions
 
-__all__ = ["AUTH", "CONFIG", "REGISTRY", "REPLICATOR"]
+__all__ = [
+    "AUTH",
+    "CONFIG",
+    "DELIVERY_LOG",
+    "DISPATCHER",
+    "FEED",
+    "REGISTRY",
+    "REPLICATOR",
+    "WEBHOOKS",
+]
 
 CONFIG = web.AppKey("config", CentralConfig)
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 AUTH: web.AppKey[Auth] = web.AppKey("auth")
 #: Present only while replication runs (config.replica_url is not None).
 REPLICATOR: web.AppKey[Replicator] = web.AppKey("replicator")
+#: The committed events, for the long-poll, the stream and the webhooks.
+FEED: web.AppKey[EventFeed] = web.AppKey("feed")
+#: Webhook subscriptions (secrets.db), their delivery log (deliveries.db) and the workers.
+WEBHOOKS: web.AppKey[Subscriptions] = web.AppKey("webhooks")
+DELIVERY_LOG: web.AppKey[DeliveryLog] = web.AppKey("delivery_log")
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")

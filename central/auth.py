@@ -39,7 +39,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -69,6 +69,7 @@ __all__ = [
     "Token",
     "TokenChange",
     "TokenLog",
+    "commit_with_event",
     "hash_secret",
     "new_secret",
     "role_includes",
@@ -349,38 +350,20 @@ class Auth:
         self, fn: Callable[[sqlite3.Connection], T], action: str, actor: str, token: Token
     ) -> tuple[T, tuple[int, str] | None]:
         """Run ``fn`` in a ``secrets.db`` transaction that commits only once the change's event
-        is in the registry log; whatever ``fn`` or the log raises rolls it back and is raised.
-        Returns ``fn``'s result and the event's ``(revision, hash)`` (None without a log).
+        is in the registry log (:func:`commit_with_event`). Returns ``fn``'s result and the
+        event's ``(revision, hash)`` (None without a log).
         """
+        log = self._log
+        record = (
+            None
+            if log is None
+            else lambda: log.record_token(actor, action, token.name, token.role, list(token.models))
+        )
         async with self._lock:
-            conn = self._db()
-            begun = asyncio.ensure_future(asyncio.to_thread(_begin_and_run, conn, fn))
-            try:
-                result = await asyncio.shield(begun)
-            except asyncio.CancelledError:  # never leave a transaction open behind the lock
-                await asyncio.wait([begun])
-                if not begun.cancelled() and begun.exception() is None:
-                    await _finish(conn, commit=False)
-                raise
-            if self._log is None:
-                await _finish(conn, commit=True)
-                return result, None
-            # Shielded: once the event is being written, cancellation must not split the pair.
-            event = asyncio.ensure_future(
-                self._log.record_token(actor, action, token.name, token.role, list(token.models))
-            )
-            try:
-                await asyncio.shield(event)
-            except asyncio.CancelledError:
-                await asyncio.wait([event])
-                await _finish(conn, commit=not event.cancelled() and event.exception() is None)
-                raise
-            except BaseException:
-                await _finish(conn, commit=False)
-                raise
-            await _finish(conn, commit=True)
-            written = event.result()
-            return result, (int(written["revision"]), str(written["hash"]))
+            result, event = await commit_with_event(self._db(), fn, record)
+        if event is None:
+            return result, None
+        return result, (int(event["revision"]), str(event["hash"]))
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
@@ -540,6 +523,54 @@ def _begin_and_run(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], 
 async def _finish(conn: sqlite3.Connection, *, commit: bool) -> None:
     """COMMIT or ROLLBACK the open transaction; not abandoned half-way by a cancellation."""
     await asyncio.shield(asyncio.to_thread(conn.execute, "COMMIT" if commit else "ROLLBACK"))
+
+
+async def commit_with_event(
+    conn: sqlite3.Connection,
+    fn: Callable[[sqlite3.Connection], T],
+    record: Callable[[], Awaitable[dict[str, Any]]] | None,
+    then: Callable[[sqlite3.Connection, dict[str, Any]], None] | None = None,
+) -> tuple[T, dict[str, Any] | None]:
+    """Run ``fn`` in a ``secrets.db`` transaction on ``conn`` that commits only once
+    ``record()`` has written the change's event to the registry log; ``then(conn, event)``
+    runs in the same transaction before the commit. Whatever ``fn``, ``record`` or ``then``
+    raises rolls the transaction back and is raised. ``fn``'s result and the event (None when
+    ``record`` is None). The caller serialises calls on one connection.
+    """
+    begun = asyncio.ensure_future(asyncio.to_thread(_begin_and_run, conn, fn))
+    try:
+        result = await asyncio.shield(begun)
+    except asyncio.CancelledError:  # never leave a transaction open behind the caller's lock
+        await asyncio.wait([begun])
+        if not begun.cancelled() and begun.exception() is None:
+            await _finish(conn, commit=False)
+        raise
+    if record is None:
+        await _finish(conn, commit=True)
+        return result, None
+    # Shielded: once the event is being written, cancellation must not split the pair.
+    event = asyncio.ensure_future(record())
+    try:
+        await asyncio.shield(event)
+    except asyncio.CancelledError:
+        await asyncio.wait([event])
+        written = not event.cancelled() and event.exception() is None
+        if written and then is not None:
+            await asyncio.shield(asyncio.to_thread(then, conn, event.result()))
+        await _finish(conn, commit=written)
+        raise
+    except BaseException:
+        await _finish(conn, commit=False)
+        raise
+    if then is not None:
+        try:
+            await asyncio.shield(asyncio.to_thread(then, conn, event.result()))
+        except BaseException:
+            # the event is written: keep the change it describes
+            await _finish(conn, commit=True)
+            raise
+    await _finish(conn, commit=True)
+    return result, event.result()
 
 
 def _write_private(path: Path, text: str) -> None:

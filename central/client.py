@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -52,6 +53,14 @@ class _Unset:
 
 #: Default of ``expected``: move the alias whatever it points at now.
 UNSET: Final = _Unset()
+
+#: Seconds to wait before reconnecting a broken event stream (unless central says otherwise).
+_STREAM_RETRY_S = 2.0
+#: Seconds of silence after which an event stream is taken for dead (central sends a
+#: keep-alive every 15 s).
+_STREAM_SILENCE_S = 60.0
+#: What :meth:`CentralClient.update_webhook` may change.
+WEBHOOK_CHANGES = ("url", "events", "models", "description", "enabled", "rotate_secret")
 
 #: Optional fields of a version registration (``POST /v1/models/{model}/versions``).
 VERSION_FIELDS = tuple(f for f in REGISTRATION_FIELDS if f not in ("artifact_uri", "sha256"))
@@ -443,10 +452,125 @@ class CentralClient:
         result: dict[str, Any] = self.call("GET", "/v1/versions", query)
         return result
 
-    def events(self, after: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """``GET /v1/events``: events with ``revision > after``, oldest first, one page."""
-        result: dict[str, Any] = self.call("GET", "/v1/events", {"after": after, "limit": limit})
+    def events(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        wait: float | None = None,
+        models: list[str] | None = None,
+        actions: list[str] | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        """``GET /v1/events``: events with ``revision > after``, oldest first, one page
+        (``{"items", "next_page_token", "last_revision"}``). ``wait`` (seconds, at most 60)
+        makes it a long-poll: central answers once a matching event exists, or empty after
+        ``wait``. ``models`` and ``actions`` are globs (any may match)."""
+        query = {
+            "after": after,
+            "limit": limit,
+            "wait": wait,
+            "model": models or [],
+            "action": actions or [],
+            "page_token": page_token,
+        }
+        timeout = self.timeout + (wait or 0)
+        result: dict[str, Any] = self._with_timeout(timeout).call("GET", "/v1/events", query)
         return result
+
+    def follow_events(
+        self,
+        after: int | None = None,
+        models: list[str] | None = None,
+        actions: list[str] | None = None,
+        reconnect: bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        """Every event from ``GET /v1/events/stream`` as it is committed, forever: after
+        ``after`` (None: from now on). When the stream breaks (central restarting, the network)
+        it reconnects with ``Last-Event-ID``, so no event is missed or repeated; with
+        ``reconnect=False`` it raises :class:`~modelreg.errors.Unavailable` instead. Error
+        answers (a revoked token, a bad filter) raise their class.
+        """
+        last: int | None = after
+        delay = _STREAM_RETRY_S
+        while True:
+            try:
+                for event_id, data, retry in self._stream(last, models, actions):
+                    if retry is not None:
+                        delay = retry
+                    if event_id is not None:
+                        last = event_id
+                    if data is not None:
+                        yield data
+                        delay = _STREAM_RETRY_S
+            except Unavailable:
+                if not reconnect:
+                    raise
+            else:  # central ended the stream (it is stopping): come back when it is up
+                if not reconnect:
+                    return
+            time.sleep(delay)
+
+    def _stream(
+        self, last: int | None, models: list[str] | None, actions: list[str] | None
+    ) -> Iterator[tuple[int | None, dict[str, Any] | None, float | None]]:
+        """``(id, event, retry seconds)`` per server-sent block of one stream."""
+        query = {"model": models or [], "action": actions or []}
+        if last is not None:
+            query["after"] = [str(last)]
+        url = (
+            self.url
+            + "/v1/events/stream?"
+            + urllib.parse.urlencode(
+                [(key, value) for key, values in query.items() for value in values]
+            )
+        )
+        headers = {"Accept": "text/event-stream"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if last is not None:
+            headers["Last-Event-ID"] = str(last)
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            answer = urllib.request.urlopen(request, timeout=_STREAM_SILENCE_S)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raw = exc.read()
+            raise from_body(_decode(raw), exc.code) from None
+        except urllib.error.URLError as exc:
+            raise self._unavailable(exc.reason) from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise self._unavailable(exc) from None
+        with answer:
+            event_id: int | None = None
+            data: list[str] = []
+            retry: float | None = None
+            while True:
+                try:
+                    raw_line = answer.readline()
+                except (http.client.HTTPException, OSError) as exc:  # silent too long, reset
+                    raise self._unavailable(exc) from None
+                if not raw_line:
+                    return
+                line = raw_line.decode("utf-8", "replace").rstrip("\r\n")
+                if line:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "id" and value.isdigit():
+                        event_id = int(value)
+                    elif name == "data":
+                        data.append(value)
+                    elif name == "retry" and value.isdigit():
+                        retry = int(value) / 1000
+                    continue
+                if event_id is not None or data or retry is not None:
+                    decoded = json.loads("\n".join(data)) if data else None
+                    yield event_id, decoded, retry
+                event_id, data, retry = None, [], None
+
+    def _with_timeout(self, timeout: float) -> CentralClient:
+        if timeout <= self.timeout:
+            return self
+        return CentralClient(self.url, self.token, timeout)
 
     def verify_audit(self) -> dict[str, Any]:
         """``GET /v1/audit/verify``: ``{"ok", "checked", "revision", "first_bad_revision",
@@ -473,6 +597,85 @@ class CentralClient:
         """``DELETE /v1/tokens/{name}``. Raises ``TokenNotFound``."""
         result: dict[str, Any] = self.call("DELETE", f"/v1/tokens/{_segment(name)}") or {}
         return result
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def create_webhook(
+        self,
+        url: str,
+        events: list[str] | None = None,
+        models: list[str] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """``POST /v1/webhooks``: the new subscription with its ``secret`` (shown only this
+        once). Raises ``TargetRefused`` for a URL central may not reach."""
+        body: dict[str, Any] = {"url": url, "description": description}
+        if events:
+            body["events"] = list(events)
+        if models:
+            body["models"] = list(models)
+        result: dict[str, Any] = self.call("POST", "/v1/webhooks", body=body)
+        return result
+
+    def list_webhooks(self) -> dict[str, Any]:
+        """``GET /v1/webhooks``: ``{"items": [...]}``, never secrets."""
+        result: dict[str, Any] = self.call("GET", "/v1/webhooks")
+        return result
+
+    def get_webhook(self, webhook: str) -> dict[str, Any]:
+        """``GET /v1/webhooks/{id}``. Raises ``WebhookNotFound``."""
+        result: dict[str, Any] = self.call("GET", f"/v1/webhooks/{_segment(webhook)}")
+        return result
+
+    def update_webhook(self, webhook: str, **changes: Any) -> dict[str, Any]:
+        """``PATCH /v1/webhooks/{id}`` with ``url``, ``events``, ``models``, ``description``,
+        ``enabled`` or ``rotate_secret`` (then the answer holds the new ``secret``)."""
+        unknown = sorted(set(changes) - set(WEBHOOK_CHANGES))
+        if unknown:
+            raise TypeError(f"update_webhook() got unknown fields: {', '.join(unknown)}")
+        path = f"/v1/webhooks/{_segment(webhook)}"
+        result: dict[str, Any] = self.call("PATCH", path, body=_drop_none(changes))
+        return result
+
+    def delete_webhook(self, webhook: str) -> dict[str, Any]:
+        """``DELETE /v1/webhooks/{id}``. Raises ``WebhookNotFound``."""
+        result: dict[str, Any] = self.call("DELETE", f"/v1/webhooks/{_segment(webhook)}")
+        return result
+
+    def test_webhook(self, webhook: str) -> dict[str, Any]:
+        """``POST /v1/webhooks/{id}/test``: one signed ``webhook.test`` ping; the delivery."""
+        path = f"/v1/webhooks/{_segment(webhook)}/test"
+        result: dict[str, Any] = self._delivery_client().call("POST", path, body={})
+        return result
+
+    def deliveries(
+        self,
+        webhook: str,
+        state: str | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        """``GET /v1/webhooks/{id}/deliveries``: one page, newest first."""
+        query = {"state": state, "limit": limit, "page_token": page_token}
+        path = f"/v1/webhooks/{_segment(webhook)}/deliveries"
+        result: dict[str, Any] = self.call("GET", path, query)
+        return result
+
+    def get_delivery(self, webhook: str, delivery: int) -> dict[str, Any]:
+        """``GET /v1/webhooks/{id}/deliveries/{n}``: with every attempt (``attempt_log``)."""
+        path = f"/v1/webhooks/{_segment(webhook)}/deliveries/{_segment(delivery)}"
+        result: dict[str, Any] = self.call("GET", path)
+        return result
+
+    def redeliver(self, webhook: str, delivery: int) -> dict[str, Any]:
+        """``POST …/deliveries/{n}/redeliver``: the message again, now; the new delivery."""
+        path = f"/v1/webhooks/{_segment(webhook)}/deliveries/{_segment(delivery)}/redeliver"
+        result: dict[str, Any] = self._delivery_client().call("POST", path, body={})
+        return result
+
+    def _delivery_client(self) -> CentralClient:
+        # central waits for the receiver (up to its webhook_timeout_s, 10 s by default)
+        return self._with_timeout(self.timeout + 30.0)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -27,6 +27,10 @@ __all__ = [
     "DEFAULT_PROTECTED_ALIASES",
     "DEFAULT_REPLICATED_TIMEOUT_S",
     "DEFAULT_SYNC_INTERVAL_S",
+    "DEFAULT_WEBHOOK_HISTORY_S",
+    "DEFAULT_WEBHOOK_RETRY_FOR_S",
+    "DEFAULT_WEBHOOK_RETRY_INITIAL_S",
+    "DEFAULT_WEBHOOK_TIMEOUT_S",
     "SETTINGS",
     "WRITE_ACK_MODES",
     "CentralConfig",
@@ -44,6 +48,10 @@ DEFAULT_ARTIFACT_URI_SCHEMES = tuple(sorted(URI_SCHEMES))
 #: When a write is acknowledged: on local commit, or once the replica holds it.
 WRITE_ACK_MODES = ("local", "replicated")
 DEFAULT_REPLICATED_TIMEOUT_S = 10.0
+DEFAULT_WEBHOOK_TIMEOUT_S = 10.0
+DEFAULT_WEBHOOK_RETRY_FOR_S = 24 * 3600.0
+DEFAULT_WEBHOOK_RETRY_INITIAL_S = 1.0
+DEFAULT_WEBHOOK_HISTORY_S = 7 * 24 * 3600.0
 
 
 class ConfigError(Exception):
@@ -85,6 +93,19 @@ class CentralConfig:
     #: URI prefixes artifacts must live under (path boundaries: s3://b/p covers s3://b/p/x, not
     #: s3://b/px). Empty: anywhere a safe URI can point.
     artifact_uri_roots: tuple[str, ...] = ()
+    #: Let webhooks target loopback and private addresses (10/8, 172.16/12, 192.168/16, fc00::/7,
+    #: 127/8, ::1…). Link-local addresses (169.254/16, fe80::/10: cloud metadata) are refused
+    #: whatever this says.
+    webhook_allow_private: bool = False
+    #: Seconds one webhook delivery attempt may take, connect to last byte read (> 0).
+    webhook_timeout_s: float = DEFAULT_WEBHOOK_TIMEOUT_S
+    #: Seconds a failing delivery is retried (exponential backoff with jitter) before its
+    #: subscription is disabled; 0 disables it at the first failure.
+    webhook_retry_for_s: float = DEFAULT_WEBHOOK_RETRY_FOR_S
+    #: Seconds before the first retry; each later one waits about twice as long (up to 1 h).
+    webhook_retry_initial_s: float = DEFAULT_WEBHOOK_RETRY_INITIAL_S
+    #: Seconds delivery attempts are kept in deliveries.db (the newest 10,000 per subscription).
+    webhook_history_s: float = DEFAULT_WEBHOOK_HISTORY_S
 
     @property
     def registry_db(self) -> Path:
@@ -93,6 +114,11 @@ class CentralConfig:
     @property
     def secrets_db(self) -> Path:
         return self.data_dir / "secrets.db"
+
+    @property
+    def deliveries_db(self) -> Path:
+        """Webhook delivery state: operational, never replicated."""
+        return self.data_dir / "deliveries.db"
 
     @property
     def admin_token_file(self) -> Path:
@@ -201,6 +227,9 @@ def load(
     if config.replicated_timeout_s <= 0:
         raise ConfigError("setting replicated_timeout_s: must be above 0")
     _check_artifact_policy(config)
+    for name in ("webhook_timeout_s", "webhook_retry_initial_s"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"setting {name}: must be above 0, got {getattr(config, name)}")
     return config
 
 
@@ -236,6 +265,11 @@ _HELP = {
     "replicated_timeout_s": "seconds a replicated acknowledgement waits for the replica",
     "artifact_uri_schemes": "comma-separated URI schemes an artifact may have",
     "artifact_uri_roots": "comma-separated URI prefixes artifacts must live under (empty: any)",
+    "webhook_allow_private": "let webhooks target loopback and private addresses",
+    "webhook_timeout_s": "seconds one webhook delivery attempt may take",
+    "webhook_retry_for_s": "seconds a failing delivery is retried before its webhook is disabled",
+    "webhook_retry_initial_s": "seconds before the first retry of a failed delivery",
+    "webhook_history_s": "seconds delivery attempts are kept",
 }
 
 #: Every setting with its environment variable and help: the table docs/OPERATIONS.md documents

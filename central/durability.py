@@ -225,8 +225,9 @@ async def ack_middleware(
     if mode != "replicated" or response.status >= 300 or replicator is None:
         return response
     started = time.monotonic()
-    # Token changes write secrets.db too; every other write only registry.db.
-    names = ("registry", "secrets") if request.path.startswith("/v1/tokens") else ("registry",)
+    # Token and webhook changes write secrets.db too; every other write only registry.db.
+    secrets_too = request.path.startswith(("/v1/tokens", "/v1/webhooks"))
+    names = ("registry", "secrets") if secrets_too else ("registry",)
     try:
         await asyncio.gather(*(replicator.barriers[name].wait() for name in names))
     except SyncFailed as exc:

@@ -9,6 +9,8 @@ Series (``route`` is the route template, e.g. ``/v1/models/{model}``, or ``unmat
 * ``modelreg_central_revision`` — the registry revision at scrape time.
 * ``modelreg_central_models`` / ``_versions`` / ``_aliases`` / ``_events`` — row counts.
 * ``modelreg_central_uptime_seconds``.
+* ``modelreg_central_webhook_attempts_total{outcome}``, ``_webhook_backlog{webhook}``,
+  ``_webhook_retrying`` — webhook deliveries (``central/delivery.py``).
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS_S", "METRICS", "Metrics", "escape_label"]
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS_S", "METRICS", "PREFIX", "Metrics", "escape_label"]
 
 #: The ``Content-Type`` of the text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Upper bounds of the latency histogram buckets, in seconds (``+Inf`` is implicit).
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-_PREFIX = "modelreg_central_"
+#: The prefix of every series name (webhook series: ``central/delivery.py``).
+PREFIX = _PREFIX = "modelreg_central_"
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -23,6 +23,7 @@ _VERSION: dict[str, Any] = {"type": "integer", "minimum": 1}
 _OBJ: dict[str, Any] = {"type": "object"}
 _TAGS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
 _NUMBERS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
+_GLOBS: dict[str, Any] = {"type": "array", "items": _STR}
 
 
 def _body(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +73,22 @@ BODIES: dict[str, dict[str, Any]] = {
         role={"enum": ["reader", "publisher", "approver", "deployer", "admin"]},
         models={"type": "array", "items": _STR},
     ),
+    "WebhookCreate": _body(
+        ("url",),
+        url=_STR,
+        events=_GLOBS,
+        models=_GLOBS,
+        description=_STR,
+    ),
+    "WebhookUpdate": _body(
+        url=_STR,
+        events=_GLOBS,
+        models=_GLOBS,
+        description=_STR,
+        enabled={"type": "boolean"},
+        rotate_secret={"type": "boolean"},
+    ),
+    "Empty": _body(),
 }
 
 
@@ -93,6 +110,11 @@ class Operation:
 
 
 _PAGE = {"limit": "page size, 1-1000 (default 100)", "page_token": "continue after a page"}
+_EVENT_FILTERS = {
+    "model": "model-name glob, repeatable (any may match)",
+    "action": "action or glob such as version.*, repeatable (any may match)",
+}
+_WEBHOOK = "/v1/webhooks/{webhook}"
 _ALIAS_ROLE = "deployer for a protected alias, publisher otherwise"
 
 #: Every route of the API; a test compares this list with the router.
@@ -256,10 +278,23 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/v1/events",
-        "The event log, oldest first.",
+        "The event log, oldest first; with wait, a long-poll.",
         "reader",
-        query={"after": "revision to start after (default 0)", "limit": "1-1000"},
-        answer="Page",
+        query={
+            "after": "revision to start after (default 0)",
+            "wait": "seconds (0-60) to wait for a matching event when there is none",
+            **_EVENT_FILTERS,
+            **_PAGE,
+        },
+        answer="EventPage",
+    ),
+    Operation(
+        "GET",
+        "/v1/events/stream",
+        "Server-sent events: id is the revision; resume with Last-Event-ID.",
+        "reader",
+        query={"after": "revision to start after (default: now)", **_EVENT_FILTERS},
+        answer="EventStream",
     ),
     Operation("GET", "/v1/audit/verify", "Recompute the event hash chain.", "admin"),
     Operation(
@@ -273,6 +308,59 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("GET", "/v1/tokens", "List tokens (never their secrets).", "admin"),
     Operation("DELETE", "/v1/tokens/{name}", "Revoke a token.", "admin", answer="Token"),
+    Operation(
+        "POST",
+        "/v1/webhooks",
+        "Subscribe a URL to events; its signing secret is in this answer only.",
+        "admin",
+        body="WebhookCreate",
+        status=201,
+        answer="Webhook",
+    ),
+    Operation("GET", "/v1/webhooks", "List webhooks (never their secrets).", "admin"),
+    Operation(
+        "GET", _WEBHOOK, "A webhook and where its deliveries stand.", "admin", answer="Webhook"
+    ),
+    Operation(
+        "PATCH",
+        _WEBHOOK,
+        "Change a webhook: url, filters, description, enabled; or rotate its secret.",
+        "admin",
+        body="WebhookUpdate",
+        answer="Webhook",
+    ),
+    Operation("DELETE", _WEBHOOK, "Delete a webhook.", "admin", answer="Webhook"),
+    Operation(
+        "POST",
+        _WEBHOOK + "/test",
+        "Send a signed webhook.test ping now; the delivery with its attempt.",
+        "admin",
+        body="Empty",
+        answer="Delivery",
+    ),
+    Operation(
+        "GET",
+        _WEBHOOK + "/deliveries",
+        "A webhook's deliveries, newest first, each with its last attempt.",
+        "admin",
+        query={"state": "pending, delivered or failed", **_PAGE},
+        answer="Page",
+    ),
+    Operation(
+        "GET",
+        _WEBHOOK + "/deliveries/{delivery}",
+        "One delivery with every attempt.",
+        "admin",
+        answer="Delivery",
+    ),
+    Operation(
+        "POST",
+        _WEBHOOK + "/deliveries/{delivery}/redeliver",
+        "Send a delivery's message again now (same webhook-id); the new delivery.",
+        "admin",
+        body="Empty",
+        answer="Delivery",
+    ),
 )
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
@@ -284,6 +372,17 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "AliasMove": {"type": "object", "description": "docs/API.md, Records: Alias move"},
     "Resolution": {"type": "object", "description": "docs/API.md, Records: Resolve"},
     "Token": {"type": "object", "description": "docs/API.md, Tokens"},
+    "Webhook": {"type": "object", "description": "docs/API.md, Webhooks: Subscription"},
+    "Delivery": {"type": "object", "description": "docs/API.md, Webhooks: Delivery"},
+    "EventPage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array"},
+            "next_page_token": {"type": ["string", "null"]},
+            "last_revision": {"type": "integer"},
+        },
+    },
+    "EventStream": {"type": "string", "description": "text/event-stream; docs/API.md, Events"},
     "Page": {
         "type": "object",
         "properties": {
@@ -327,7 +426,9 @@ def _operation(op: Operation) -> dict[str, Any]:
         for name, text in query.items()
     ]
     ref = {"$ref": "#/components/schemas/" + op.answer}
-    media = "text/plain" if op.answer == "Text" else "application/json"
+    media = {"Text": "text/plain", "EventStream": "text/event-stream"}.get(
+        op.answer, "application/json"
+    )
     out: dict[str, Any] = {
         "summary": op.summary,
         "operationId": op.method.lower()
@@ -346,7 +447,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         out["security"] = [{"bearer": []}]
     if op.body is not None:
         out["requestBody"] = {
-            "required": op.body in ("ModelCreate", "VersionCreate", "AliasSet", "TokenCreate"),
+            "required": op.body
+            in ("ModelCreate", "VersionCreate", "AliasSet", "TokenCreate", "WebhookCreate"),
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/" + op.body}}
             },

@@ -50,6 +50,7 @@ __all__ = [
     "delete_alias",
     "heartbeat",
     "record_token",
+    "record_webhook",
     "register_version",
     "rollback_alias",
     "rollback_target",
@@ -583,6 +584,24 @@ def record_token(
     scope reach this (replicated) database, never a secret or its hash.
     """
     ctx.append_event(conn, actor, action, name, {"role": role, "models": models})
+    assert ctx.event is not None
+    return dict(ctx.event)
+
+
+def record_webhook(
+    conn: sqlite3.Connection,
+    ctx: WriteContext,
+    actor: str,
+    action: str,
+    webhook: str,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """Append a ``webhook.*`` event; the event with its ``revision``.
+
+    Subscriptions live in ``secrets.db`` (``central/webhooks.py``): only their id, filters and
+    the URL's origin reach this (replicated) database, never a secret or the URL's path.
+    """
+    ctx.append_event(conn, actor, action, webhook, details)
     assert ctx.event is not None
     return dict(ctx.event)
 

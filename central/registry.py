@@ -16,6 +16,7 @@ closed or its database fails. Each carries its details (``model``, ``version``, 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -30,12 +31,14 @@ from modelreg.central.records import REGISTRATION_FIELDS
 from modelreg.central.store import Store
 from modelreg.errors import InvalidField
 
-__all__ = ["STATUSES", "TOKEN_ACTIONS", "UNSET", "Registry", "Unset"]
+__all__ = ["STATUSES", "TOKEN_ACTIONS", "UNSET", "WEBHOOK_ACTIONS", "Registry", "Unset"]
 
 #: Every version status.
 STATUSES = ("registered", "approved", "rejected", "archived")
 #: The event actions of token changes (:meth:`Registry.record_token`).
 TOKEN_ACTIONS = ("token.create", "token.revoke")
+#: The event actions of webhook subscription changes (:meth:`Registry.record_webhook`).
+WEBHOOK_ACTIONS = ("webhook.create", "webhook.update", "webhook.delete", "webhook.disable")
 #: Every token role (``central/auth.py`` owns their meaning).
 TOKEN_ROLES = ("reader", "publisher", "approver", "deployer", "admin")
 #: Most model-name globs a token's scope lists, and the longest glob.
@@ -46,6 +49,7 @@ MAX_KEY_LEN = 256
 MAX_FORMAT_LEN = 64
 
 _VERSION_FIELDS = frozenset(REGISTRATION_FIELDS)
+_WEBHOOK_ID = re.compile(r"wh_[0-9a-f]{16}")
 
 Page = dict[str, Any]
 Time = datetime | str | None
@@ -447,6 +451,31 @@ class Registry:
             name=v.model_name(name, "name"),
             role=role,
             models=list(models),
+        )
+        result: dict[str, Any] = await self.store.write(fn)
+        return result
+
+    async def record_webhook(
+        self, actor: str, action: str, webhook: str, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Append the event of a webhook subscription change (one of :data:`WEBHOOK_ACTIONS`,
+        subject the subscription's id); the event with its ``revision``.
+
+        ``central/webhooks.py`` calls this inside its ``secrets.db`` transaction and never puts
+        a secret or a URL's path in ``details``. Raises ``InvalidField``.
+        """
+        if action not in WEBHOOK_ACTIONS:
+            raise InvalidField(f"invalid webhook action {action!r}", field="action")
+        if not isinstance(webhook, str) or not _WEBHOOK_ID.fullmatch(webhook):
+            raise InvalidField(f"invalid webhook id {webhook!r}", field="webhook")
+        if not isinstance(details, dict):
+            raise InvalidField("details must be an object", field="details")
+        fn = partial(
+            policy.record_webhook,
+            actor=v.actor(actor),
+            action=action,
+            webhook=webhook,
+            details=details,
         )
         result: dict[str, Any] = await self.store.write(fn)
         return result

@@ -1,11 +1,15 @@
 """The registry database schema and its ordered migrations.
 
-Two SQLite files, never one:
+Three SQLite files, never one:
 
 * ``registry.db`` — models, versions, aliases, alias history, the event log, the heartbeat.
   Replicated to every node: it must never hold a secret.
-* ``secrets.db`` — token hashes and central's keys (the page-token MAC key). Replicated to its
-  own path, which sidecars never read.
+* ``secrets.db`` — token hashes, central's keys (the page-token MAC key), and webhook
+  subscriptions with their signing secrets (a receiver's URL is often a credential too).
+  Replicated to its own path, which sidecars never read.
+* ``deliveries.db`` — webhook delivery state: each subscription's position in the event log and
+  every attempt. Operational, rewritten many times a second under load: never replicated
+  (:data:`DELIVERY_MIGRATIONS`; ``central/delivery_log.py``).
 
 The schema version is SQLite's ``PRAGMA user_version``. ``MIGRATIONS[i]`` takes a database from
 version ``i`` to ``i + 1``; they are applied in order at start, each in its own transaction. A
@@ -25,6 +29,7 @@ from __future__ import annotations
 import sqlite3
 
 __all__ = [
+    "DELIVERY_MIGRATIONS",
     "MIGRATIONS",
     "SECRETS_MIGRATIONS",
     "SchemaTooNew",
@@ -165,6 +170,78 @@ SECRETS_MIGRATIONS: list[str] = [
         value       BLOB NOT NULL,
         created_at  TEXT NOT NULL
     );
+    """,
+    # 2 -> 3: webhook subscriptions. The secret is kept as is (signing needs it), in this file
+    # only; events about a subscription carry its URL's origin, never its path or secret.
+    """
+    CREATE TABLE webhooks (
+        id           TEXT PRIMARY KEY,
+        url          TEXT NOT NULL,
+        -- whsec_<base64>; the previous one signs too until previous_until (secret rotation)
+        secret       TEXT NOT NULL,
+        previous_secret TEXT,
+        previous_until  TEXT,
+        -- JSON lists of action globs and model-name globs; '[]' models means every event
+        events       TEXT NOT NULL DEFAULT '["*"]',
+        models       TEXT NOT NULL DEFAULT '[]',
+        description  TEXT NOT NULL DEFAULT '',
+        enabled      INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        created_by   TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        -- a coarse copy of the delivery position (deliveries.db has the exact one): what a
+        -- replacement host resumes from when deliveries.db is gone with the old one
+        checkpoint   INTEGER NOT NULL
+    );
+    """,
+]
+
+DELIVERY_MIGRATIONS: list[str] = [
+    # 0 -> 1: delivery state of webhook subscriptions.
+    """
+    -- every event up to this revision is done for the subscription: delivered, or not matching
+    CREATE TABLE cursors (
+        subscription  TEXT PRIMARY KEY,
+        revision      INTEGER NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+
+    -- one message to one subscription: an event, a redelivery of one, or a test ping
+    CREATE TABLE deliveries (
+        id            INTEGER PRIMARY KEY,
+        subscription  TEXT NOT NULL,
+        -- the event's revision; NULL for a test ping
+        revision      INTEGER,
+        action        TEXT NOT NULL,
+        -- the webhook-id header: the same for every attempt and redelivery of one event
+        message_id    TEXT NOT NULL,
+        -- 'event' | 'redelivery' | 'test'
+        kind          TEXT NOT NULL,
+        -- 'pending' (being retried) | 'delivered' | 'failed'
+        state         TEXT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        next_attempt_at TEXT,
+        redelivery_of INTEGER
+    );
+    CREATE INDEX deliveries_subscription ON deliveries(subscription, id);
+    CREATE INDEX deliveries_updated ON deliveries(updated_at);
+
+    CREATE TABLE attempts (
+        delivery    INTEGER NOT NULL,
+        n           INTEGER NOT NULL,
+        at          TEXT NOT NULL,
+        -- the HTTP status; NULL when there was no answer
+        status      INTEGER,
+        latency_ms  REAL NOT NULL,
+        -- the start of the answer's body (at most 1 KiB, as text)
+        response    TEXT NOT NULL DEFAULT '',
+        -- why the attempt failed ('' when it succeeded)
+        error       TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (delivery, n)
+    ) WITHOUT ROWID;
     """,
 ]
 

@@ -22,6 +22,11 @@ write's future resolves only after ``COMMIT`` returned: an acknowledged write is
 the WAL. While one batch commits the next one queues up, which is what lets central sustain
 hundreds of registrations per second with ``synchronous=NORMAL``.
 
+Listeners (:meth:`Store.add_listener`) get the events of each committed batch, in revision
+order, on the event loop, before any writer of the batch is answered: the event feed of
+``central/feed.py`` (long-polls, the SSE stream, webhooks) hears of a write without reading the
+database, and a caller that long-polls after its write's revision finds it there.
+
 Reads run on read-only connections (``mode=ro``), one per reader thread, each inside a short
 ``BEGIN … COMMIT`` so that a multi-statement read sees one snapshot.
 
@@ -49,7 +54,7 @@ from modelreg.central.records import canonical_json, now
 from modelreg.central.schema import migrate
 from modelreg.errors import RegistryError, Unavailable
 
-__all__ = ["MAX_BATCH", "READ_THREADS", "Store", "WriteContext"]
+__all__ = ["MAX_BATCH", "READ_THREADS", "Listener", "Store", "WriteContext"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -140,6 +145,8 @@ class WriteContext:
 
 WriteFn = Callable[[sqlite3.Connection, WriteContext], Any]
 _Outcome = tuple[bool, Any]
+#: Called with the events (the API's event dicts) of each committed batch, in revision order.
+Listener = Callable[[list[dict[str, Any]]], None]
 
 
 class Store:
@@ -163,6 +170,9 @@ class Store:
         self._wakeup: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._listeners: list[Listener] = []
+        # Events of batches committed by the writer thread, not yet handed to the listeners.
+        self._committed: list[dict[str, Any]] = []
         # Chain state as committed: the last event's revision, hash and time.
         self._revision = 0
         self._hash = audit.GENESIS_HASH
@@ -224,6 +234,13 @@ class Store:
         """The chain hash of :attr:`revision` (the genesis hash for an empty registry)."""
         return self._hash
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(events)`` on the event loop after each commit that wrote events.
+
+        A listener must be quick and must not raise (what it raises is logged and ignored).
+        """
+        self._listeners.append(listener)
+
     # -- writing -------------------------------------------------------------------------
 
     async def write(self, fn: Callable[[sqlite3.Connection, WriteContext], T]) -> T:
@@ -262,9 +279,21 @@ class Store:
                 failure.__cause__ = exc
                 outcomes = [(False, failure)] * len(batch)
                 if isinstance(exc, asyncio.CancelledError):
+                    self._publish()
                     self._settle(batch, outcomes)
                     raise
+            self._publish()
             self._settle(batch, outcomes)
+
+    def _publish(self) -> None:
+        events, self._committed = self._committed, []
+        if not events:
+            return
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:  # a listener never fails a write
+                log.exception("commit listener %r failed", listener)
 
     @staticmethod
     def _settle(batch: list[tuple[WriteFn, asyncio.Future[Any]]], outcomes: list[_Outcome]) -> None:
@@ -291,6 +320,7 @@ class Store:
             self._abort()
             return [(False, _db_failure(exc))] * len(fns)
         revision, last_hash, last_at = self._revision, self._hash, self._last_at
+        events: list[dict[str, Any]] = []
         for index, fn in enumerate(fns):
             ctx = WriteContext(revision, last_hash, last_at)
             try:
@@ -321,12 +351,14 @@ class Store:
             outcomes.append((True, value))
             if ctx.event is not None:
                 revision, last_hash, last_at = ctx.revision, ctx.event["hash"], ctx.at
+                events.append(ctx.event)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._abort()
             return [(False, _db_failure(exc))] * len(fns)
         self._revision, self._hash, self._last_at = revision, last_hash, last_at
+        self._committed.extend(events)
         return outcomes
 
     def _abort(self) -> None:

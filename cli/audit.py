@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from modelreg.cli.context import Context, RegGroup, command_error, json_option, pass_context
-from modelreg.cli.output import emit, event_rows, fields_text
+from modelreg.cli.output import emit, event_rows, fields_text, value_text
 
 __all__ = ["audit", "register"]
 
@@ -16,28 +18,75 @@ __all__ = ["audit", "register"]
 @click.option(
     "--after",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Revision to start after.",
+    default=None,
+    help="Revision to start after  [default: 0; with --follow: now]",
 )
 @click.option(
     "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Events to show."
 )
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="GLOB",
+    help="Only events of models matching GLOB (repeatable).",
+)
+@click.option(
+    "--action",
+    "actions",
+    multiple=True,
+    metavar="GLOB",
+    help="Only these actions, e.g. version.* or alias.set (repeatable).",
+)
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing events as they are committed (Ctrl-C stops); with --json, one JSON "
+    "object a line.",
+)
 @json_option
 @pass_context
-def events(ctx: Context, after: int, limit: int) -> None:
+def events(
+    ctx: Context,
+    after: int | None,
+    limit: int,
+    models: tuple[str, ...],
+    actions: tuple[str, ...],
+    follow: bool,
+) -> None:
     """Events with a revision above --after, oldest first: who did what, when, and its hash.
+
+    A token scoped to some models sees only their events. --follow streams new events as
+    they happen (server-sent events), resuming where it stopped if central restarts.
 
     \b
     Example:
         reg events
         reg events --after 120 --limit 20 --json
+        reg events --follow --model 'fraud-*' --action 'alias.*'
     """
-    page = ctx.client().events(after, limit)
+    client = ctx.client()
+    if follow:
+        _follow(ctx, client.follow_events(after, list(models), list(actions)))
+        return
+    page = client.events(after or 0, limit, models=list(models), actions=list(actions))
     emit(ctx, page, lambda p: event_rows(p["items"]) if p.get("items") else "no events")
-    items = page.get("items") or []
-    if page.get("next_page_token") and items and not ctx.json:
-        click.echo(f"more: add --after {items[-1].get('revision')}", err=True)
+    if page.get("next_page_token") and not ctx.json:
+        click.echo(f"more: add --after {page.get('last_revision')}", err=True)
+
+
+def _follow(ctx: Context, stream: Iterator[dict[str, Any]]) -> None:
+    """One line per event as it arrives (a table cannot be aligned before it ends)."""
+    keys = ("revision", "at", "actor", "action", "subject", "details")
+    try:
+        for event in stream:
+            if ctx.json:
+                click.echo(json.dumps(event, ensure_ascii=False))
+            else:
+                click.echo("  ".join(value_text(event.get(key)) for key in keys))
+    except KeyboardInterrupt:
+        pass
 
 
 @click.group("audit", cls=RegGroup)

@@ -44,6 +44,7 @@ def build_config(
     heartbeat_interval: float | None,
     force: bool,
     config_file: Path | None,
+    webhook_allow_private: bool = False,
 ) -> Any:
     """The config of ``serve``: :func:`modelreg.central.config.load`, then the replica default.
 
@@ -60,6 +61,7 @@ def build_config(
             sync_interval_s=sync_interval,
             heartbeat_interval_s=heartbeat_interval,
             force=True if force else None,
+            webhook_allow_private=True if webhook_allow_private else None,
         ),
         config_file=config_file,
     )
@@ -169,6 +171,12 @@ def register(root: click.Group) -> None:
         "the replica's newer history), or take over an S3 lease.",
     )
     @click.option(
+        "--webhook-allow-private",
+        is_flag=True,
+        help="Let webhooks target loopback and private addresses (link-local ones, such as "
+        "cloud metadata, stay refused).",
+    )
+    @click.option(
         "--config",
         "config_file",
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -189,6 +197,7 @@ def register(root: click.Group) -> None:
         sync_interval: float | None,
         heartbeat_interval: float | None,
         force: bool,
+        webhook_allow_private: bool,
         config_file: Path | None,
         log_level: str,
     ) -> None:
@@ -201,6 +210,7 @@ def register(root: click.Group) -> None:
         Example:
             reg central serve --data-dir /var/lib/modelreg --listen 127.0.0.1:8080
             reg central serve --replica 's3://bucket/modelreg?endpoint=https://minio:9000'
+            reg central serve --webhook-allow-private   # receivers inside your network
         """
         import uvloop
 
@@ -220,7 +230,14 @@ def register(root: click.Group) -> None:
         )
         try:
             config = build_config(
-                data_dir, listen, replica, sync_interval, heartbeat_interval, force, config_file
+                data_dir,
+                listen,
+                replica,
+                sync_interval,
+                heartbeat_interval,
+                force,
+                config_file,
+                webhook_allow_private,
             )
         except ConfigError as exc:
             raise command_error(str(exc), 2) from None

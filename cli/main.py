@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "modelreg.cli.aliases",  # reg promote|rollback|history
     "modelreg.cli.audit",  # reg events, reg audit verify
     "modelreg.cli.tokens",  # reg token create|list|revoke
+    "modelreg.cli.webhooks",  # reg webhook create|list|show|update|delete|test|deliveries|…
     "modelreg.cli.node",  # reg resolve|watch|status (sidecar by default)
     "modelreg.cli.sidecar_cmd",  # reg sidecar run
     "modelreg.cli.up",  # reg up

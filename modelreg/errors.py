@@ -14,6 +14,7 @@ API. Never put a traceback or a driver message in ``message``.
     │   ├── InvalidName                invalid_name        400
     │   ├── InvalidDigest              invalid_sha256      400
     │   ├── InvalidURI                 invalid_uri         400
+    │   ├── TargetRefused              target_refused      400   (webhook URL not allowed)
     │   └── PayloadTooLarge            payload_too_large   413
     ├── Unauthenticated                unauthenticated     401
     ├── PermissionDenied               permission_denied   403
@@ -22,7 +23,9 @@ API. Never put a traceback or a driver message in ``message``.
     │   ├── ModelNotFound              model_not_found     404
     │   ├── VersionNotFound            version_not_found   404
     │   ├── AliasNotFound              alias_not_found     404
-    │   └── TokenNotFound              token_not_found     404
+    │   ├── TokenNotFound              token_not_found     404
+    │   ├── WebhookNotFound            webhook_not_found   404
+    │   └── DeliveryNotFound           delivery_not_found  404
     ├── MethodNotAllowed               method_not_allowed  405
     ├── Conflict                       conflict            409
     │   ├── AlreadyExists              already_exists      409
@@ -48,6 +51,7 @@ __all__ = [
     "AlreadyExists",
     "ArtifactDigestMismatch",
     "Conflict",
+    "DeliveryNotFound",
     "FourEyesViolation",
     "InvalidDigest",
     "InvalidField",
@@ -66,12 +70,14 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RegistryError",
+    "TargetRefused",
     "Timeout",
     "TokenNotFound",
     "Unauthenticated",
     "Unavailable",
     "VersionInUse",
     "VersionNotFound",
+    "WebhookNotFound",
     "error_body",
     "from_body",
 ]
@@ -123,6 +129,13 @@ class InvalidURI(InvalidRequest):
     code = "invalid_uri"
 
 
+class TargetRefused(InvalidRequest):
+    """A webhook URL points where central may not send requests (link-local always; loopback
+    and private addresses unless central allows them)."""
+
+    code = "target_refused"
+
+
 class PayloadTooLarge(InvalidRequest):
     code = "payload_too_large"
     status = 413
@@ -161,6 +174,14 @@ class AliasNotFound(NotFound):
 
 class TokenNotFound(NotFound):
     code = "token_not_found"
+
+
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+
+
+class DeliveryNotFound(NotFound):
+    code = "delivery_not_found"
 
 
 class MethodNotAllowed(RegistryError):

@@ -26,6 +26,7 @@ __all__ = [
     "MotoProc",
     "free_port",
     "get_json",
+    "read_lines",
     "start_central",
     "start_moto",
     "stop_process",
@@ -65,6 +66,25 @@ def wait_for(
             detail = f" (last error: {last_exc!r})" if last_exc else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def read_lines(stream: Any, count: int, timeout: float = 30.0) -> list[bytes]:
+    """The first ``count`` lines a child writes to the pipe ``stream`` (read unbuffered, so
+    nothing waits in a buffer ``select`` cannot see). Raises AssertionError after
+    ``timeout`` seconds or at the end of the stream."""
+    import os
+    import select
+
+    fd, buffer, newline = stream.fileno(), b"", b"\n"
+    deadline = time.monotonic() + timeout
+    while buffer.count(newline) < count:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        got = buffer.count(newline)
+        assert ready, f"{got} of {count} lines from the child in {timeout} s"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"the child closed its output after {got} lines"
+        buffer += chunk
+    return buffer.split(b"\n")[:count]
 
 
 def stop_process(
@@ -137,14 +157,16 @@ def start_central(
     extra_args: Sequence[str] = (),
     sync_interval: float = 0.2,
     heartbeat_interval: float = 0.5,
+    port: int | None = None,
 ) -> CentralProc:
-    """Start ``reg central serve`` on a free loopback port and wait for ``/healthz``.
+    """Start ``reg central serve`` on a loopback port (``port``, else a free one) and wait for
+    ``/healthz``.
 
     ``replica_url`` None keeps the default replica (``file://<data_dir>/replica``); pass
     ``"none"`` to disable replication. ``env`` is added to this process's environment.
     Raises RuntimeError (with the log tail) when central exits or is not healthy in time.
     """
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     args = [
         str(BIN_DIR / "reg"),

@@ -4,11 +4,13 @@ and scoped tokens outside their scope."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelreg.central.appkeys import AUTH
+from modelreg.central.appkeys import AUTH, DISPATCHER, WEBHOOKS
+from modelreg.central.config import CentralConfig
 from modelreg.central.openapi import OPERATIONS
 from tests.central.conftest import BAD_TOKEN, Api
 
@@ -29,11 +31,15 @@ class Case:
     allowed: frozenset[str]
     ok: int = 200
     json: Any = None
+    #: The answer is a stream that never ends: check the status only.
+    stream: bool = False
 
 
 M = "/v1/models/{model}"
 N = "/v1/models/{model}/versions/{version}"
 A = "/v1/models/{model}/aliases/{alias}"
+#: A webhook's path (WEBHOOK becomes the id the fixture created) and its route.
+W, WR = "/v1/webhooks/WEBHOOK", "/v1/webhooks/{webhook}"
 
 CASES = (
     Case("GET", "/healthz", "/healthz", PUBLIC),
@@ -68,11 +74,47 @@ CASES = (
     Case("GET", "/v1/resolve/fraud/production", "/v1/resolve/{model}/{ref}", READ),
     Case("GET", "/v1/versions", "/v1/versions", READ),
     Case("GET", "/v1/events", "/v1/events", READ),
+    Case("GET", "/v1/events/stream", "/v1/events/stream", READ, stream=True),
     Case("GET", "/v1/audit/verify", "/v1/audit/verify", ADMIN),
     Case("POST", "/v1/tokens", "/v1/tokens", ADMIN, 201, {"name": "new-token", "role": "reader"}),
     Case("GET", "/v1/tokens", "/v1/tokens", ADMIN),
     Case("DELETE", "/v1/tokens/seed", "/v1/tokens/{name}", ADMIN),
+    Case("POST", "/v1/webhooks", "/v1/webhooks", ADMIN, 201, {"url": "http://127.0.0.1:9/"}),
+    Case("GET", "/v1/webhooks", "/v1/webhooks", ADMIN),
+    Case("GET", W, WR, ADMIN),
+    Case("PATCH", W, WR, ADMIN, json={"description": "x"}),
+    Case("DELETE", W, WR, ADMIN),
+    Case("POST", W + "/test", WR + "/test", ADMIN, json={}),
+    Case("GET", W + "/deliveries", WR + "/deliveries", ADMIN),
+    Case("GET", W + "/deliveries/1", WR + "/deliveries/{delivery}", ADMIN),
+    Case(
+        "POST",
+        W + "/deliveries/1/redeliver",
+        WR + "/deliveries/{delivery}/redeliver",
+        ADMIN,
+        json={},
+    ),
 )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> CentralConfig:
+    """Webhooks may target loopback here: the matrix's webhook points at a closed port."""
+    return CentralConfig(
+        data_dir=tmp_path / "data",
+        replica_url=None,
+        heartbeat_interval_s=0,
+        webhook_allow_private=True,
+    )
+
+
+@pytest.fixture
+async def hooked(seeded: Api) -> Api:
+    """``seeded`` with a webhook (to a closed port) and its test delivery, number 1."""
+    sub = (await seeded.client.app[WEBHOOKS].create("admin", "http://127.0.0.1:9/")).subscription
+    await seeded.client.app[DISPATCHER].test(sub)
+    seeded.webhook = sub.id  # type: ignore[attr-defined]
+    return seeded
 
 
 def _token(principal: str) -> str | None:
@@ -95,12 +137,18 @@ class TestMatrix:
 
     @pytest.mark.parametrize("principal", PRINCIPALS)
     @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
-    async def test_route_and_principal(self, seeded: Api, case: Case, principal: str) -> None:
+    async def test_route_and_principal(self, hooked: Api, case: Case, principal: str) -> None:
         """Each principal gets the success status where its role allows, else 401 or 403."""
-        status, body = await seeded.call(
-            case.method, case.path, token=_token(principal), json=case.json
-        )
-        code = body["error"]["code"] if isinstance(body, dict) and "error" in body else None
+        path = case.path.replace("WEBHOOK", hooked.webhook)  # type: ignore[attr-defined]
+        token = _token(principal)
+        if case.stream and principal in case.allowed:
+            assert token is not None
+            headers = {"Authorization": f"Bearer {hooked.tokens[token]}"}
+            async with hooked.client.get(path, headers=headers) as answer:
+                status, code = answer.status, None
+        else:
+            status, body = await hooked.call(case.method, path, token=token, json=case.json)
+            code = body["error"]["code"] if isinstance(body, dict) and "error" in body else None
         assert _expected(case, principal) == (status, code)
 
 
@@ -126,8 +174,9 @@ class TestScopes:
             ("PUT", "/v1/models/fraud/aliases/production", {"version": 1}),
             ("GET", "/v1/resolve/fraud/production", None),
             ("GET", "/v1/versions?model=fraud", None),
-            ("GET", "/v1/events", None),
+            ("GET", "/v1/events?model=fraud", None),
             ("GET", "/v1/tokens", None),
+            ("GET", "/v1/webhooks", None),
         ],
     )
     async def test_outside_scope_is_denied(
@@ -150,11 +199,14 @@ class TestScopes:
         assert expected == status
 
     async def test_lists_are_filtered_to_the_scope(self, scoped: Api) -> None:
-        """Model lists and version searches leave out models outside the token's scope."""
+        """Model lists, version searches and the event log leave out models outside the
+        token's scope (and token events, which belong to no model)."""
         _, models = await scoped.call("GET", "/v1/models", token="scoped")
         _, versions = await scoped.call("GET", "/v1/versions", token="scoped")
-        expected = (["other-a"], [])
+        _, events = await scoped.call("GET", "/v1/events", token="scoped")
+        expected = (["other-a"], [], [("model.create", "other-a")])
         assert expected == (
             [m["name"] for m in models["items"]],
             [v["model"] for v in versions["items"]],
+            [(e["action"], e["subject"]) for e in events["items"]],
         )

@@ -43,7 +43,13 @@ class InProcessCentral:
 
     def __init__(self, data_dir: Path) -> None:
         self.config = CentralConfig(
-            data_dir=data_dir, listen="127.0.0.1:0", replica_url=None, heartbeat_interval_s=0
+            data_dir=data_dir,
+            listen="127.0.0.1:0",
+            replica_url=None,
+            heartbeat_interval_s=0,
+            # webhook tests point at receivers on loopback
+            webhook_allow_private=True,
+            webhook_retry_initial_s=0.05,
         )
         self.url = ""
         self._loop = asyncio.new_event_loop()

@@ -27,13 +27,67 @@ class TestEvents:
         assert result.stdout.splitlines()[0].split()[:2] == ["REVISION", "AT"]
         assert result.stderr.strip() == "more: add --after 1"
 
-    def test_reader_scoped_token_cannot_read_the_log(self, reg: Reg) -> None:
-        """A token scoped to some models may not read the whole log: exit 4."""
+    def test_the_hint_names_the_last_revision_looked_at(self, reg: Reg) -> None:
+        """With a filter the hint continues after the last event examined, not matched."""
+        reg.seed_version("fraud")
+        reg.seed_version("churn")
+        reg.seed_version("fraud")
+        result = reg("events", "--model", "fraud", "--limit", "1")
+        revision = json.loads(reg("events", "--json", "--model", "fraud").stdout)["items"][0]
+        assert result.stderr.strip() == f"more: add --after {revision['revision']}"
+
+    def test_a_scoped_token_reads_only_its_models_events(self, reg: Reg) -> None:
+        """A token scoped to ``fraud*`` sees the events of those models only."""
         secret = reg.client().create_token("scoped", "reader", ["fraud*"])["secret"]
         reg.tokens["scoped"] = secret
-        result = reg("events", token="scoped")
-        assert result.exit_code == 4
-        one_line_error(result)
+        reg.seed_version("churn")
+        reg.seed_version("fraud")
+        result = reg("events", "--json", token="scoped")
+        assert result.exit_code == 0, result.output
+        subjects = [e["subject"] for e in json.loads(result.stdout)["items"]]
+        assert ["fraud", "fraud/1"] == subjects
+
+    def test_filters_by_model_and_action(self, reg: Reg) -> None:
+        """``--model`` and ``--action`` globs narrow the log."""
+        reg.seed_version("churn")
+        reg.seed_version("fraud")
+        result = reg("events", "--model", "fr*", "--action", "version.*", "--json")
+        assert result.exit_code == 0, result.output
+        assert ["fraud/1"] == [e["subject"] for e in json.loads(result.stdout)["items"]]
+
+    def test_an_unknown_action_is_a_usage_error(self, reg: Reg) -> None:
+        """A glob that matches no action exits 2 with one line naming it."""
+        result = reg("events", "--action", "version.registered")
+        assert result.exit_code == 2
+        assert "version.registered" in one_line_error(result)
+
+
+class TestFollow:
+    def test_follow_prints_events_as_they_are_committed(self, reg: Reg) -> None:
+        """``reg events --follow --json`` (a real process) prints one JSON event a line as
+        central commits them, filtered."""
+        import subprocess
+
+        from tests.procs import BIN_DIR, read_lines, stop_process
+
+        head = reg.client().health()["revision"]
+        args = [str(BIN_DIR / "reg"), "--central", reg.url, "--token", reg.tokens["admin"]]
+        proc = subprocess.Popen(
+            [*args, "events", "--follow", "--json", "--model", "churn", "--after", str(head)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": str(BIN_DIR)},
+        )
+        assert proc.stdout is not None
+        try:
+            for name in ("fraud", "churn"):
+                reg.client().create_model(name)
+            reg.seed_version("churn")
+            lines = [json.loads(line) for line in read_lines(proc.stdout, 2)]
+        finally:
+            stop_process(proc)
+            proc.stdout.close()
+        assert ["churn", "churn/1"] == [e["subject"] for e in lines]
 
 
 class TestAuditVerify:

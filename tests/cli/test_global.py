@@ -20,7 +20,8 @@ from tests.procs import free_port
 OWN_COMMANDS = (
     "models create", "models list", "models show", "push", "approve", "reject", "archive",
     "promote", "rollback", "history", "search", "events", "audit verify", "token create",
-    "token list", "token revoke",
+    "token list", "token revoke", "webhook create", "webhook list", "webhook show",
+    "webhook update", "webhook delete", "webhook test", "webhook deliveries", "webhook redeliver",
 )  # fmt: skip
 
 
@@ -158,11 +159,22 @@ DOCUMENTED_COMMANDS: dict[str, tuple[str, ...]] = {
     "watch": (),
     "status": (),
     "search": ("--model", "--status", "--tag", "--run-id", "--alias", "--since", "--until"),
-    "events": ("--after",),
+    "events": ("--after", "--follow", "--model", "--action"),
     "audit verify": (),
     "token create": ("--role", "--models"),
     "token list": (),
     "token revoke": (),
+    "webhook create": ("--event", "--model", "--description"),
+    "webhook list": (),
+    "webhook show": (),
+    "webhook update": (
+        "--url", "--event", "--model", "--all-models", "--description", "--enable",
+        "--rotate-secret",
+    ),
+    "webhook delete": (),
+    "webhook test": (),
+    "webhook deliveries": ("--state", "--limit", "--page-token"),
+    "webhook redeliver": (),
 }  # fmt: skip
 #: Commands whose output is not data (a server's one line, a daemon's log).
 NO_JSON = frozenset({"central serve", "sidecar run", "up"})
