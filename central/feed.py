@@ -288,12 +288,14 @@ class EventFeed:
         self, after: int, limit: int, flt: EventFilter = EVERYTHING, scan: int = MAX_SCAN
     ) -> Batch:
         """Up to ``limit`` events after revision ``after`` that ``flt`` matches, examining at
-        most ``scan`` events. Raises :class:`modelreg.errors.Unavailable` when the log cannot
-        be read."""
+        most ``scan`` events. ``more`` is set only when another matching event follows, or when
+        ``scan`` stopped the read before the head: a reader is never sent on to an empty page
+        just because events it may not see follow. Raises :class:`modelreg.errors.Unavailable`
+        when the log cannot be read."""
         head = self.head
         items: list[FeedEvent] = []
         last = after
-        while last < head and len(items) < limit and last - after < scan:
+        while last < head and len(items) <= limit and last - after < scan:
             chunk = self._from_ring(last)
             if chunk is None:
                 chunk = await self._from_log(last, head, min(CHUNK_ROWS, scan - (last - after)))
@@ -303,11 +305,14 @@ class EventFeed:
             for event in chunk:
                 if last - after >= scan:
                     break
-                last = event.revision
                 if flt.matches(event):
                     items.append(event)
-                    if len(items) >= limit:
+                    if len(items) > limit:
                         break
+                last = event.revision
+        if len(items) > limit:  # one more matches: stop right after the last one answered
+            del items[limit:]
+            return Batch(items, items[-1].revision, True)
         return Batch(items, last, last < head)
 
     def _from_ring(self, after: int) -> Iterable[FeedEvent] | None:

@@ -99,11 +99,23 @@ class TestScopedLists:
         expected = (403, "permission_denied")
         assert expected == (status, body["error"]["code"])
 
-    async def test_events_need_an_unscoped_token(self, scoped: Api) -> None:
-        """The event log names every model, so a scoped token may not page it at all."""
-        status, body = await scoped.call("GET", "/v1/events", token="a-reader")
-        expected = (403, "permission_denied")
-        assert expected == (status, body["error"]["code"])
+    @pytest.mark.parametrize("limit", ["1", "2", "3"])
+    async def test_events(self, scoped: Api, limit: str) -> None:
+        """GET /v1/events pages through the in-scope models' events only, never an empty page;
+        its page tokens and ``last_revision`` carry revisions, never a model's name."""
+        pages = await _walk(scoped, "/v1/events", {"limit": limit})
+        subjects = [e["subject"] for p in pages for e in p["items"]]
+        tokens = "".join(_positions(p["next_page_token"]) for p in pages)
+        expected = (
+            ["alpha", "alpha/1", "alpha/2", "apple", "apple/1", "apple/2"],
+            [],
+            [],
+        )
+        assert expected == (
+            subjects,
+            [p for p in pages if not p["items"]],
+            [name for name in MODELS if name in tokens],
+        )
 
     async def test_unscoped_reader_sees_everything(self, scoped: Api) -> None:
         """Without a scope the same walk sees every model."""

@@ -104,6 +104,20 @@ class TestSubscriptions:
             path in logged,
         )
 
+    async def test_every_change_answers_its_revision_and_hash(
+        self, api: Api, receiver: Receiver
+    ) -> None:
+        """create, update and delete answer the revision and chain hash of their event."""
+        created = await _hook(api, receiver.url())
+        path = f"/v1/webhooks/{created['id']}"
+        _, updated = await api.call("PATCH", path, json={"description": "x"})
+        _, deleted = await api.call("DELETE", path)
+        _, log = await api.call("GET", "/v1/events?action=webhook.*")
+        expected = [(e["revision"], e["hash"]) for e in log["items"]]
+        assert expected == [
+            (a["revision"], a["revision_hash"]) for a in (created, updated, deleted)
+        ]
+
     async def test_every_change_is_an_event_without_the_secret(
         self, api: Api, receiver: Receiver
     ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,12 @@ class TestCoverage:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(CentralClient, "send", record)
             patch.setattr(CentralClient, "metrics", lambda self: record(self, "GET", "/metrics"))
+
+            def stream(self: CentralClient, *args: Any) -> Iterator[Any]:
+                sent.append(("GET", "/v1/events/stream"))
+                yield from ()
+
+            patch.setattr(CentralClient, "_stream", stream)
             client.health(), client.openapi(), client.metrics()
             client.create_model("m"), client.list_models(), client.get_model("m")
             client.update_model("m", owner="o"), client.push("m", "s3://x", "a" * 64)
@@ -164,6 +171,12 @@ class TestCoverage:
             client.rollback("m", "a"), client.alias_history("m", "a"), client.resolve("m", "a")
             client.search_versions(), client.events(), client.verify_audit()
             client.create_token("t", "reader"), client.list_tokens(), client.revoke_token("t")
+            list(client.follow_events(after=0, reconnect=False))
+            w = "wh_0123456789abcdef"
+            client.create_webhook("http://127.0.0.1:9/"), client.list_webhooks()
+            client.get_webhook(w), client.update_webhook(w, description="d")
+            client.delete_webhook(w), client.test_webhook(w), client.deliveries(w)
+            client.get_delivery(w, 1), client.redeliver(w, 1)
         app = create_app(CentralConfig(data_dir=tmp_path, replica_url=None))
         routes = {
             (route.method, route.resource.canonical)
