@@ -583,9 +583,7 @@ def record_token(
     Tokens themselves live in ``secrets.db``: only who did what to which token, its role and
     scope reach this (replicated) database, never a secret or its hash.
     """
-    ctx.append_event(conn, actor, action, name, {"role": role, "models": models})
-    assert ctx.event is not None
-    return dict(ctx.event)
+    return record_webhook(conn, ctx, actor, action, name, {"role": role, "models": models})
 
 
 def record_webhook(
@@ -596,7 +594,8 @@ def record_webhook(
     webhook: str,
     details: dict[str, Any],
 ) -> dict[str, Any]:
-    """Append a ``webhook.*`` event; the event with its ``revision``.
+    """Append a ``webhook.*`` event (or any event about something kept in ``secrets.db``,
+    subject ``webhook``); the event with its ``revision``.
 
     Subscriptions live in ``secrets.db`` (``central/webhooks.py``): only their id, filters and
     the URL's origin reach this (replicated) database, never a secret or the URL's path.

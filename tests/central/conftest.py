@@ -92,6 +92,17 @@ def db_state(config: CentralConfig) -> dict[str, int]:
         conn.close()
 
 
+def loopback_config(tmp_path: Path, **settings: Any) -> CentralConfig:
+    """The ``config`` of a test whose webhooks point at receivers on 127.0.0.1."""
+    return CentralConfig(
+        data_dir=tmp_path / "data",
+        replica_url=None,
+        heartbeat_interval_s=0,
+        webhook_allow_private=True,
+        **settings,
+    )
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> CentralConfig:
     return CentralConfig(data_dir=tmp_path / "data", replica_url=None, heartbeat_interval_s=0)

@@ -12,7 +12,7 @@ import pytest
 from modelreg.central.appkeys import AUTH, DISPATCHER, WEBHOOKS
 from modelreg.central.config import CentralConfig
 from modelreg.central.openapi import OPERATIONS
-from tests.central.conftest import BAD_TOKEN, Api
+from tests.central.conftest import BAD_TOKEN, Api, loopback_config
 
 PRINCIPALS = ("reader", "publisher", "approver", "deployer", "admin", "none", "bad")
 READ = frozenset({"reader", "publisher", "approver", "deployer", "admin"})
@@ -100,12 +100,7 @@ CASES = (
 @pytest.fixture
 def config(tmp_path: Path) -> CentralConfig:
     """Webhooks may target loopback here: the matrix's webhook points at a closed port."""
-    return CentralConfig(
-        data_dir=tmp_path / "data",
-        replica_url=None,
-        heartbeat_interval_s=0,
-        webhook_allow_private=True,
-    )
+    return loopback_config(tmp_path)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from modelreg.central import webhooks as webhooks_module
 from modelreg.central.app import create_app
 from modelreg.central.appkeys import REGISTRY
 from modelreg.central.config import CentralConfig
-from tests.central.conftest import Api
+from tests.central.conftest import Api, loopback_config
 from tests.receiver import Answer, Blackhole, Receiver, eventually
 
 #: pytest-aiohttp's ``aiohttp_client`` (TestClient is generic only in newer aiohttp releases).
@@ -25,14 +25,7 @@ Client = Callable[..., Awaitable["TestClient[Any, Any]"]]
 
 @pytest.fixture
 def config(tmp_path: Path) -> CentralConfig:
-    return CentralConfig(
-        data_dir=tmp_path / "data",
-        replica_url=None,
-        heartbeat_interval_s=0,
-        webhook_allow_private=True,
-        webhook_retry_initial_s=0.02,
-        webhook_timeout_s=2.0,
-    )
+    return loopback_config(tmp_path, webhook_retry_initial_s=0.02, webhook_timeout_s=2.0)
 
 
 @pytest.fixture
