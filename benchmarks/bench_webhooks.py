@@ -219,7 +219,7 @@ def isolation(rounds: int, seconds: float, clients: int) -> list[str]:
         for n in range(rounds):
             for kind in kinds if n % 2 == 0 else kinds[::-1]:  # neither always goes first
                 result = asyncio.run(
-                    _load(centrals[kind], seconds, clients, counters[kind], create=n == 0)
+                    _load(centrals[kind], seconds, clients, counters[kind], n == 0, wait=False)
                 )
                 counters[kind] = result["next"]
                 rates[kind].append(result["rate"])
