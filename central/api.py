@@ -20,12 +20,21 @@ from typing import Any
 
 from aiohttp import web
 
-from modelreg.central.appkeys import AUTH, CONFIG, DISPATCHER, REGISTRY, REPLICATOR
+from modelreg.central.appkeys import (
+    AUTH,
+    CONFIG,
+    DISPATCHER,
+    LEASE,
+    MONITOR,
+    REGISTRY,
+    REPLICATOR,
+)
 from modelreg.central.auth import Token, request_token
 from modelreg.central.metrics import CONTENT_TYPE, METRICS, PREFIX
 from modelreg.central.openapi import BODIES, document
 from modelreg.central.records import parse_time
 from modelreg.central.registry import STATUSES, UNSET
+from modelreg.central.replica_check import PROBLEMS, render_metrics
 from modelreg.central.validate import MAX_LIMIT
 from modelreg.errors import InvalidField, InvalidJSON, PayloadTooLarge
 
@@ -194,14 +203,27 @@ def _page_answer(page: Mapping[str, Any]) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness and the registry head; ``status`` is ``degraded`` while the replica lost its
+    history, holds a corrupt file or another history, or another central took the writer
+    lock (central/replica_check.py, central/lease.py)."""
     replicator = request.app.get(REPLICATOR)
     registry = request.app[REGISTRY]
+    replication: dict[str, Any] | None = None
+    degraded = False
+    if replicator is not None:
+        replication = replicator.status()
+        monitor, lease = request.app.get(MONITOR), request.app.get(LEASE)
+        replication["replica"] = monitor.status() if monitor is not None else None
+        replication["writer_lock"] = lease.status() if lease is not None else None
+        degraded = (monitor is not None and monitor.status()["state"] in PROBLEMS) or (
+            lease is not None and lease.status().get("lost") is not None
+        )
     return _json(
         {
-            "status": "ok",
+            "status": "degraded" if degraded else "ok",
             "revision": await registry.revision(),
             "revision_hash": registry.revision_hash(),
-            "replication": replicator.status() if replicator is not None else None,
+            "replication": replication,
         }
     )
 
@@ -212,6 +234,7 @@ async def metrics(request: web.Request) -> web.Response:
     dispatcher = request.app.get(DISPATCHER)
     if dispatcher is not None:
         text += dispatcher.metrics_text(PREFIX)
+    text += render_metrics(request.app.get(REPLICATOR), request.app.get(MONITOR))
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -13,10 +13,10 @@ Middlewares, outermost first:
 
 Cleanup contexts, in order: lock the data directory (one central per data directory, even
 without replication), restore from the replica, open the registry and the tokens, run
-replication, run the webhooks (subscriptions, delivery log, workers), run the heartbeat. They
-unwind in reverse, so the webhooks' last positions are written before replication flushes.
-At shutdown the event feed closes first: long-polls answer and streams end, so no open stream
-holds central's stop.
+replication, watch the replica (central/replica_check.py), run the webhooks
+(subscriptions, delivery log, workers), run the heartbeat. They unwind in reverse, so the
+webhooks' last positions are written before replication flushes. At shutdown the event feed
+closes first: long-polls answer and streams end, so no open stream holds central's stop.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 
@@ -37,7 +39,9 @@ from modelreg.central.appkeys import (
     DELIVERY_LOG,
     DISPATCHER,
     FEED,
+    MONITOR,
     REGISTRY,
+    REPLICATOR,
     WEBHOOKS,
 )
 from modelreg.central.auth import TOKEN, Auth
@@ -50,6 +54,7 @@ from modelreg.central.lease import DATA_DIR_LOCK_NAME, FileLock
 from modelreg.central.metrics import METRICS, Metrics
 from modelreg.central.pagetoken import PageTokens
 from modelreg.central.registry import Registry
+from modelreg.central.replica_check import ReplicaMonitor
 from modelreg.central.replication import replicate_ctx, restore_ctx
 from modelreg.central.webhooks import Subscriptions
 from modelreg.errors import (
@@ -201,6 +206,31 @@ async def _beat(registry: Registry, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Watch the replica while replication runs (central/replica_check.py)."""
+    replicator = app.get(REPLICATOR)
+    if replicator is None:
+        yield
+        return
+    registry = app[REGISTRY]
+
+    async def local_hash(revision: int) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT hash FROM events WHERE revision = ?", (revision,))
+            found = row.fetchone()
+            return None if found is None else str(found[0])
+
+        return await registry.store.read(read)
+
+    monitor = ReplicaMonitor(app[CONFIG], replicator, local_hash, os.environ)
+    app[MONITOR] = monitor
+    await monitor.start()
+    try:
+        yield
+    finally:
+        await monitor.stop()
+
+
 async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
     interval = app[CONFIG].heartbeat_interval_s
     task = asyncio.create_task(_beat(app[REGISTRY], interval)) if interval > 0 else None
@@ -238,6 +268,14 @@ def create_app(config: CentralConfig) -> web.Application:
     webhook_routes.add_routes(app)
     app.on_shutdown.append(_close_feed)
     app.cleanup_ctx.extend(
-        [_data_dir_ctx, restore_ctx, _registry_ctx, replicate_ctx, _webhooks_ctx, _heartbeat_ctx]
+        [
+            _data_dir_ctx,
+            restore_ctx,
+            _registry_ctx,
+            replicate_ctx,
+            _monitor_ctx,
+            _webhooks_ctx,
+            _heartbeat_ctx,
+        ]
     )
     return app

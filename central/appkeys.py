@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from modelreg.central.delivery import Dispatcher
     from modelreg.central.delivery_log import DeliveryLog
     from modelreg.central.feed import EventFeed
+    from modelreg.central.lease import Lease
     from modelreg.central.registry import Registry
+    from modelreg.central.replica_check import ReplicaMonitor
     from modelreg.central.replication import Replicator
     from modelreg.central.webhooks import Subscriptions
 
@@ -24,6 +26,8 @@ __all__ = [
     "DELIVERY_LOG",
     "DISPATCHER",
     "FEED",
+    "LEASE",
+    "MONITOR",
     "REGISTRY",
     "REPLICATOR",
     "WEBHOOKS",
@@ -40,3 +44,7 @@ FEED: web.AppKey[EventFeed] = web.AppKey("feed")
 WEBHOOKS: web.AppKey[Subscriptions] = web.AppKey("webhooks")
 DELIVERY_LOG: web.AppKey[DeliveryLog] = web.AppKey("delivery_log")
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
+#: The writer lock of the replica path, while central holds it (replicated centrals only).
+LEASE: web.AppKey[Lease] = web.AppKey("replica_lease")
+#: The replica's watchdog (central/replica_check.py), while replication runs.
+MONITOR: web.AppKey[ReplicaMonitor] = web.AppKey("replica_monitor")

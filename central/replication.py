@@ -40,10 +40,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from modelreg.central.appkeys import CONFIG, REPLICATOR
+from modelreg.central.appkeys import CONFIG, LEASE, REPLICATOR
 from modelreg.central.config import CentralConfig
 from modelreg.central.durability import ReplicationBarrier, control_socket_path
-from modelreg.central.lease import Lease, LeaseHeld, lease_for
+from modelreg.central.lease import LeaseHeld, lease_for
 
 __all__ = [
     "DB_NAMES",
@@ -52,6 +52,7 @@ __all__ = [
     "Replicator",
     "litestream_env",
     "litestream_path",
+    "remove_db_files",
     "replica_url",
     "replicate_ctx",
     "restore_ctx",
@@ -77,8 +78,6 @@ RESTORE_TIMEOUT_S = 300.0
 CONFIG_NAME = ".litestream.yml"
 #: The watchdog that runs litestream and stops it when central dies (see its docstring).
 GUARD = Path(__file__).with_name("litestream_guard.py")
-
-_LEASE: web.AppKey[Lease] = web.AppKey("replica_lease")
 
 
 class ReplicationError(Exception):
@@ -204,7 +203,7 @@ async def _run(args: list[str], env: Mapping[str, str], timeout: float) -> tuple
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
-def _remove_db_files(path: Path) -> None:
+def remove_db_files(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").unlink()
@@ -218,7 +217,7 @@ async def restore_db(binary: str, url: str, target: Path, env: Mapping[str, str]
     Raises :class:`ReplicationError` when litestream fails (unreachable store, bad URL).
     """
     partial = target.with_name(target.name + ".restoring")
-    _remove_db_files(partial)
+    remove_db_files(partial)
     try:
         code, out = await _run(
             [binary, "restore", "-if-replica-exists", "-o", str(partial), url],
@@ -226,16 +225,16 @@ async def restore_db(binary: str, url: str, target: Path, env: Mapping[str, str]
             RESTORE_TIMEOUT_S,
         )
     except TimeoutError:
-        _remove_db_files(partial)
+        remove_db_files(partial)
         raise ReplicationError(
             f"cannot restore {url}: no answer within {RESTORE_TIMEOUT_S:.0f} s"
         ) from None
     if code != 0:
-        _remove_db_files(partial)
+        remove_db_files(partial)
         raise ReplicationError(f"cannot restore {url}: {out or f'exit code {code}'}")
     if not partial.exists():
         return False
-    _remove_db_files(target)
+    remove_db_files(target)
     partial.rename(target)
     return True
 
@@ -265,7 +264,7 @@ async def check_not_stale(
     if not local_path.exists():
         return None
     probe = config.data_dir / ".stale-check-registry.db"
-    _remove_db_files(probe)
+    remove_db_files(probe)
     try:
         if not await restore_db(binary, replica_url(config.replica_url, "registry"), probe, env):
             return None
@@ -279,7 +278,7 @@ async def check_not_stale(
         log.warning("--force: skipping the stale check: %s", exc)
         return None
     finally:
-        _remove_db_files(probe)
+        remove_db_files(probe)
     if replica > local:
         message = (
             f"the local database {local_path} is at revision {local} but the replica "
@@ -303,7 +302,7 @@ async def restore_ctx(app: web.Application) -> AsyncIterator[None]:
     binary = litestream_path(config)
     env = litestream_env(os.environ)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    lease = lease_for(config.replica_url, config.data_dir, os.environ)
+    lease = lease_for(config.replica_url, config.data_dir, os.environ, config.s3_lease_ttl_s)
     reachable = True
     try:
         await lease.acquire(force=config.force)
@@ -315,7 +314,7 @@ async def restore_ctx(app: web.Application) -> AsyncIterator[None]:
             raise ReplicationError(message + " (--force starts without the lease)") from None
         log.warning("--force: %s; starting without it", message)
         reachable = False
-    app[_LEASE] = lease
+    app[LEASE] = lease
     try:
         restored: set[str] = set()
         for name in DB_NAMES:
@@ -435,6 +434,10 @@ class Replicator:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_requested = asyncio.Event()  # wakes the supervisor's backoff sleep
+        # A re-seed stops litestream on purpose: the supervisor waits for _resume instead.
+        self._pausing = False
+        self._resume = asyncio.Event()
+        self._reseed_lock = asyncio.Lock()
         self._restarts = 0
         self._dbs = {name: _DbState() for name in DB_NAMES}
         self._by_file = {_db_path(config, name).name: name for name in DB_NAMES}
@@ -498,6 +501,13 @@ class Replicator:
                     proc.stdin.close()
                 if self._stopping:
                     return
+                if self._pausing:  # stopped by reseed(): start again once it is done
+                    await self._resume.wait()
+                    self._resume.clear()
+                    if self._stopping:
+                        return
+                    await self._respawn(args)
+                    continue
                 log.error("litestream: exited with code %s; restarting", code)
             if time.monotonic() - started > HEALTHY_RUN_S:
                 failures = 0
@@ -508,12 +518,74 @@ class Replicator:
                 await asyncio.wait_for(self._stop_requested.wait(), jittered)
             if self._stopping:
                 return
-            try:
-                await self._spawn(args)
+            if await self._respawn(args):
                 self._restarts += 1
-            except ReplicationError as exc:
-                log.error("litestream: %s", exc)
-                self._proc = None
+
+    async def _respawn(self, args: list[str]) -> bool:
+        try:
+            await self._spawn(args)
+        except ReplicationError as exc:
+            log.error("litestream: %s", exc)
+            self._proc = None
+            return False
+        return True
+
+    async def reseed(self) -> None:
+        """Write a full snapshot of both databases into the replica, now.
+
+        For a replica that lost its history or holds a corrupt file
+        (:mod:`modelreg.central.replica_check`): litestream is stopped (it syncs once more),
+        ``litestream replicate -once -force-snapshot`` uploads a snapshot at the current
+        position, and litestream starts again. Writes go on meanwhile; they ship when it is
+        back. Never raises: a failure is logged and the next check tries again.
+        """
+        async with self._reseed_lock:
+            if self._stopping:
+                return
+            self._pausing = True
+            try:
+                proc = self._proc
+                if proc is not None and proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+                    try:
+                        await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+                    except TimeoutError:
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                        await proc.wait()
+                try:
+                    binary = litestream_path(self._config)
+                    code, out = await _run(
+                        [
+                            binary,
+                            "replicate",
+                            "-once",
+                            "-force-snapshot",
+                            "-no-expand-env",
+                            "-config",
+                            str(self.config_path),
+                        ],
+                        litestream_env(self._environ),
+                        RESTORE_TIMEOUT_S,
+                    )
+                except (ReplicationError, OSError, TimeoutError) as exc:
+                    log.error("litestream: re-seeding the replica failed: %s", exc)
+                    return
+                for line in out.splitlines():
+                    self._on_line(line)
+                if code == 0:
+                    log.warning("litestream: re-seeded the replica with a full snapshot")
+                else:
+                    log.error("litestream: re-seeding the replica exited with code %d", code)
+            finally:
+                self._pausing = False
+                self._resume.set()
+
+    def confirmed_txid(self, name: str) -> int | None:
+        """The highest TXID of database ``name`` litestream said the replica holds (None before
+        its first report in this run)."""
+        return self._dbs[name].replica_txid
 
     async def _pump(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -567,6 +639,10 @@ class Replicator:
         """
         self._stopping = True
         self._stop_requested.set()
+        self._resume.set()
+        with contextlib.suppress(TimeoutError):  # a re-seed in flight finishes first
+            await asyncio.wait_for(self._reseed_lock.acquire(), STOP_TIMEOUT_S)
+            self._reseed_lock.release()
         # Against a store that stopped answering litestream retries for minutes: do not make
         # the shutdown wait for it (the writes stay local and ship on the next start).
         timeout = UNHEALTHY_STOP_TIMEOUT_S if self._store_unhealthy() else STOP_TIMEOUT_S

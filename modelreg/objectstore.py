@@ -110,7 +110,8 @@ def open_store(url: str, environ: Mapping[str, str] | None = None) -> ObjectStor
     client: ClientConfig = {}
     bundle = (environ or {}).get("AWS_CA_BUNDLE")
     if bundle and Path(bundle).is_file():
-        client["root_certificate"] = bundle
+        # obstore takes the PEM text itself (0.12: a path is "No certificates found")
+        client["root_certificate"] = Path(bundle).read_text()
     if scheme == "file":
         root = Path("/" + prefix)
         root.mkdir(parents=True, exist_ok=True)

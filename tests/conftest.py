@@ -28,6 +28,8 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoProc]:
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CA_BUNDLE", CA_BUNDLE)
+    # A short writer lease: a central taking a fresh prefix waits a third of it plus a second.
+    monkeypatch.setenv("REG_S3_LEASE_TTL_S", "3")
     server = start_moto()
     try:
         server.create_bucket(BUCKET)

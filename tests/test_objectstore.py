@@ -10,7 +10,7 @@ from obstore.exceptions import AlreadyExistsError, NotModifiedError, Preconditio
 
 from modelreg.errors import InvalidURI
 from modelreg.objectstore import open_store, split_url
-from tests.conftest import BUCKET
+from tests.conftest import BUCKET, CA_BUNDLE
 from tests.procs import MotoProc
 
 
@@ -60,6 +60,13 @@ class TestStore:
         assert 5 == obstore.head(store, "ltx/0/1-1.ltx")["size"]
         listed = [meta["path"] for batch in obstore.list(store, "ltx") for meta in batch]
         assert ["ltx/0/1-1.ltx"] == listed
+
+    def test_ca_bundle_is_the_root_certificate(self, store_url: str) -> None:
+        """With AWS_CA_BUNDLE set (this machine sets it) the store still works: the bundle's PEM
+        text, not its path, becomes the root certificate."""
+        store = open_store(store_url, {"AWS_CA_BUNDLE": CA_BUNDLE})
+        obstore.put(store, "bundle/x", b"ok")
+        assert b"ok" == bytes(obstore.get(store, "bundle/x").bytes())
 
     def test_conditional_writes(self, store_url: str) -> None:
         """Create-if-absent lets exactly one writer win; an update needs the current e-tag (S3

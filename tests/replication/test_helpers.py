@@ -6,14 +6,16 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from modelreg.central.config import CentralConfig
-from modelreg.central.lease import FileLock, LeaseHeld, S3Client, S3Lease
+from modelreg.central.lease import FileLock, LeaseHeld, ReplicaFileLock, S3Client, S3Lease
 from modelreg.central.replication import (
     LITESTREAM_VERSION,
     ReplicationError,
@@ -27,6 +29,9 @@ from modelreg.central.replication import (
 from modelreg.cli.central_cmd import build_config
 from tests.conftest import s3_replica_url
 from tests.procs import MotoProc
+
+#: A short lease for these tests: renewed every second, verified after two.
+TTL_S = 3.0
 
 
 class TestReplicaUrl:
@@ -176,8 +181,8 @@ class TestS3Lease:
     async def test_live_holder_is_refused(self, moto: MotoProc, tmp_path: Path) -> None:
         """An unexpired lease of a live process refuses a second central."""
         url = s3_replica_url(moto)
-        first = S3Lease(url, tmp_path / "a", os.environ)
-        second = S3Lease(url, tmp_path / "b", os.environ)
+        first = S3Lease(url, tmp_path / "a", os.environ, ttl_s=TTL_S)
+        second = S3Lease(url, tmp_path / "b", os.environ, ttl_s=TTL_S)
         await first.acquire()
         try:
             with pytest.raises(LeaseHeld, match="another central holds the replica"):
@@ -200,11 +205,13 @@ class TestS3Lease:
             "data_dir": "/x",
             "expires_at": time.time() + 600,
         }
+        lease = S3Lease(url, tmp_path, os.environ, ttl_s=TTL_S)
         lease._client.request("PUT", "central.lease", json.dumps(dead).encode())
         await lease.acquire()
-        assert lease._holder == lease._read()["holder"]  # type: ignore[index]
+        assert lease._holder == (lease._read()[0] or {})["holder"]
         await lease.release()
-        assert None is lease._read()
+        # released, not deleted: the next central need not wait for a holder that might live
+        assert True is (lease._read()[0] or {}).get("released")
 
     async def test_expired_lease_is_taken_and_force_overrides(
         self, moto: MotoProc, tmp_path: Path
@@ -212,12 +219,84 @@ class TestS3Lease:
         """An expired lease is taken over; --force takes over a live one."""
         url = s3_replica_url(moto)
         other = {"holder": "x", "host": "elsewhere", "pid": 1, "data_dir": "/x"}
-        lease = S3Lease(url, tmp_path, os.environ)
+        lease = S3Lease(url, tmp_path, os.environ, ttl_s=TTL_S)
         for expires_at, force in ((time.time() - 1, False), (time.time() + 600, True)):
             body = json.dumps({**other, "expires_at": expires_at}).encode()
             lease._client.request("PUT", "central.lease", body)
             await lease.acquire(force=force)
             await lease.release()
+
+    async def test_deleted_lease_of_a_live_holder_refuses_a_newcomer(
+        self, moto: MotoProc, tmp_path: Path
+    ) -> None:
+        """The lease object deleted with the prefix: the live holder writes it again within one
+        renewal, and a central that started meanwhile is refused instead of taking over."""
+        url = s3_replica_url(moto)
+        holder = S3Lease(url, tmp_path / "a", os.environ, ttl_s=TTL_S)
+        newcomer = S3Lease(url, tmp_path / "b", os.environ, ttl_s=TTL_S)
+        await holder.acquire()
+        try:
+            holder._client.request("DELETE", "central.lease")
+            with pytest.raises(LeaseHeld, match="re-wrote its lease"):
+                await newcomer.acquire()
+            expected = (holder._holder, None)
+            assert expected == ((holder._read()[0] or {}).get("holder"), holder.lost)
+        finally:
+            await holder.release()
+
+    async def test_force_does_not_take_a_live_holders_lease(
+        self, moto: MotoProc, tmp_path: Path
+    ) -> None:
+        """--force over a lease whose holder still renews it is refused: the holder is alive."""
+        url = s3_replica_url(moto)
+        holder = S3Lease(url, tmp_path / "a", os.environ, ttl_s=TTL_S)
+        forcing = S3Lease(url, tmp_path / "b", os.environ, ttl_s=TTL_S)
+        await holder.acquire()
+        try:
+            with pytest.raises(LeaseHeld):
+                await forcing.acquire(force=True)
+            expected = (1, holder._holder)
+            assert expected == (holder.reclaimed, (holder._read()[0] or {}).get("holder"))
+        finally:
+            await holder.release()
+
+
+class TestReplicaFileLock:
+    async def test_lock_lives_beside_the_replica(self, tmp_path: Path) -> None:
+        """Deleting the replica directory does not free the writer lock."""
+        replica = tmp_path / "replica"
+        first, second = ReplicaFileLock(replica), ReplicaFileLock(replica)
+        await first.acquire()
+        try:
+            shutil.rmtree(replica)
+            with pytest.raises(LeaseHeld):
+                await second.acquire()
+            expected = (tmp_path / ".replica.central.lock", True)
+            assert expected == (first.path, first.path.exists())
+        finally:
+            await first.release()
+        await second.acquire()
+        await second.release()
+
+    async def test_deleted_lock_file_is_taken_again(self, tmp_path: Path) -> None:
+        """A lock file deleted under its holder is re-created and locked by it again."""
+        lock = ReplicaFileLock(tmp_path / "replica")
+        await lock.acquire()
+        try:
+            lock.path.unlink()
+            await asyncio.wait_for(_until(lambda: lock.retaken >= 1), 10)
+            other = ReplicaFileLock(tmp_path / "replica")
+            with pytest.raises(LeaseHeld):
+                await other.acquire()
+            expected = (True, None)
+            assert expected == (lock.path.exists(), lock.lost)
+        finally:
+            await lock.release()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)
 
 
 class TestSupervisorBackoff:
