@@ -14,7 +14,7 @@ import pytest
 from modelreg.central.client import CentralClient
 from modelreg.errors import InvalidField, NotReplicated
 from tests.conftest import s3_replica_url
-from tests.procs import CentralProc, MotoProc, start_central, stop_process
+from tests.procs import CentralProc, MotoProc, start_central, stop_process, wait_for
 from tests.replication.helpers import DIGEST
 
 pytestmark = pytest.mark.integration
@@ -118,7 +118,13 @@ class TestReplicatedAcks:
             revision = info.value.details["revision"]
             stored = client.get_version("fraud", 1)
             moto.start_again()
-            confirmed = replicated.update_model("fraud", description="after the outage")
+            # litestream reconnects with its own backoff: the first writes may still time out
+            confirmed = wait_for(
+                lambda: replicated.update_model("fraud", description="after the outage"),
+                timeout=60,
+                interval=0.5,
+                what="a replicated write once S3 is back",
+            )
             expected = (True, 1, True)
             assert expected == (
                 isinstance(revision, int),

@@ -69,16 +69,27 @@ def running(replica_kind: str, tmp_path: Path) -> Any:
 
 
 class TestLostHistory:
-    @pytest.mark.parametrize("how", ["deleted", "emptied"])
-    def test_detected_said_and_reseeded(self, running: Any, tmp_path: Path, how: str) -> None:
-        """The replica's files go (rm -rf, or only its contents): central reports the loss in
-        /metrics and its log, re-seeds it with a full snapshot, and a fresh node restores every
-        write, the ones after the loss too."""
+    def test_detected_said_and_reseeded(self, running: Any, tmp_path: Path) -> None:
+        """The replica is deleted (rm -rf; every object of the prefix on S3): central reports
+        the loss in /metrics and its log, re-seeds it with a full snapshot, and a fresh node
+        restores every write, the ones after the loss too."""
         central, client, base = running
-        if how == "deleted" and base.startswith("file://"):
+        if base.startswith("file://"):
             shutil.rmtree(base.removeprefix("file://"))
         else:
             replica_store.wipe(base)
+        self._heals(central, client, base, tmp_path)
+
+    @pytest.mark.parametrize("replica_kind", ["file"], indirect=True)
+    def test_emptied_directory(self, running: Any, tmp_path: Path) -> None:
+        """The replica directory stays but its contents go (on S3 that is a deletion)."""
+        central, client, base = running
+        replica_store.wipe(base)
+        self._heals(central, client, base, tmp_path)
+
+    def _heals(
+        self, central: CentralProc, client: CentralClient, base: str, tmp_path: Path
+    ) -> None:
         burst(client, "after", 2)
         wait_for(
             lambda: _problems(central, "lost"),
