@@ -21,7 +21,8 @@ the cursor and every attempt). So:
 * **safety** (``central/targets.py``): every connection's addresses are checked by
   :class:`~modelreg.central.targets.GuardedResolver` (IP hosts here, before each attempt); no
   redirect is followed (a 3xx is a failure); at most :data:`READ_LIMIT_BYTES` of an answer are
-  read, and the connection is dropped when more was sent; no environment proxy is used.
+  read, and the connection is dropped when more was sent; no environment proxy is used
+  (``central/webhook_http.py``, the small HTTP client that sends them).
 
 Bodies are the Standard Webhooks shape ``{"type", "timestamp", "data": <event>}``, signed by
 ``central/signature.py``; ``webhook-id`` is ``<subscription id>_<revision>``, the same for every
@@ -42,7 +43,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 from yarl import URL
 
 from modelreg import __version__
@@ -52,7 +52,8 @@ from modelreg.central.feed import EventFeed, FeedEvent
 from modelreg.central.records import TIME_FORMAT, now, parse_time
 from modelreg.central.signature import headers as signed_headers
 from modelreg.central.store import Store
-from modelreg.central.targets import GuardedResolver, origin, refusal
+from modelreg.central.targets import GuardedResolver, refusal
+from modelreg.central.webhook_http import DeliveryHTTPError, PostClient
 from modelreg.central.webhooks import Subscription, Subscriptions
 from modelreg.errors import DeliveryNotFound
 
@@ -73,7 +74,7 @@ READ_LIMIT_BYTES = 16 * 1024
 BATCH_EVENTS = 64
 #: Seconds between two copies of every position into secrets.db (``checkpoint``).
 CHECKPOINT_INTERVAL_S = 30.0
-#: Seconds an idle worker sleeps before looking at the log again anyway.
+#: Seconds after which an idle worker looks at the log again anyway (the checkpoint tick).
 IDLE_WAIT_S = 30.0
 #: Longest wait for the connection alone, in seconds (within ``webhook_timeout_s``).
 CONNECT_TIMEOUT_S = 5.0
@@ -106,6 +107,12 @@ def _retry_after(value: str | None) -> float | None:
 
 def _later(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime(TIME_FORMAT)
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(url: str) -> URL:
+    """A subscription's URL, parsed once."""
+    return URL(url)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -181,8 +188,9 @@ class _Worker:
                     self._advance(batch.last)
             if not batch.more and not batch.items and not self.stopping:
                 self.state = "idle"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), IDLE_WAIT_S)
+                # No timeout of its own (a timer per wait costs more than the delivery around
+                # it): commits set this, and the dispatcher sets it every IDLE_WAIT_S anyway.
+                await self.wake.wait()
 
     def _advance(self, revision: int) -> None:
         self.cursor = revision
@@ -215,18 +223,18 @@ class _Worker:
         while not self.stopping:
             sub = self.sub
             if not sub.filter.matches(event):  # the filter changed while it was being retried
-                self._finish(delivery, "failed")
+                self._finish(delivery, "failed", None)
                 self._advance(event.revision)
                 return True
             self.state = "delivering"
             attempt, retry_after = await self.dispatcher.attempt(sub, delivery, event.payload)
             if attempt.ok:
-                self._finish(delivery, "delivered")
+                self._finish(delivery, "delivered", attempt)
                 self._advance(event.revision)
                 return True
             give_up = self._give_up(delivery, attempt)
             if give_up is not None:
-                self._finish(delivery, "failed")
+                self._finish(delivery, "failed", attempt)
                 self.stopping = True
                 await self.dispatcher.disable(sub, give_up)
                 return False
@@ -235,7 +243,7 @@ class _Worker:
             )
             delay = min(delay, self._window_left(delivery))
             delivery.state, delivery.next_attempt_at = "pending", _later(delay)
-            self.dispatcher.log.save(delivery)
+            self.dispatcher.log.save(delivery, attempt)
             self.state = "retrying"
             self.poke.clear()
             with contextlib.suppress(TimeoutError):
@@ -259,9 +267,9 @@ class _Worker:
             )
         return None
 
-    def _finish(self, delivery: Delivery, state: str) -> None:
+    def _finish(self, delivery: Delivery, state: str, attempt: Attempt | None) -> None:
         delivery.state, delivery.next_attempt_at = state, None
-        self.dispatcher.log.save(delivery)
+        self.dispatcher.log.save(delivery, attempt)
         self.current = None
 
     def status(self) -> dict[str, Any]:
@@ -294,7 +302,7 @@ class Dispatcher:
         self.subscriptions = subscriptions
         self.log = delivery_log
         self._workers: dict[str, _Worker] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._client: PostClient | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._counts: dict[str, int] = {"delivered": 0, "failed": 0, "refused": 0}
         store.add_listener(self._committed)
@@ -305,18 +313,11 @@ class Dispatcher:
     async def open(self) -> None:
         """Start a worker per enabled subscription, after its recorded position."""
         timeout = self.config.webhook_timeout_s
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.config.webhook_allow_private),
-                use_dns_cache=False,  # resolve (and check) again for every new connection
-                limit=0,  # each worker has one request in flight: bounded by the workers
-                enable_cleanup_closed=True,
-            ),
-            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-            headers={"User-Agent": f"modelreg-webhooks/{__version__}"},
+        # Resolves (and checks) names again for every new connection: no DNS cache.
+        self._client = PostClient(
+            GuardedResolver(self.config.webhook_allow_private),
+            f"modelreg-webhooks/{__version__}",
+            connect_timeout_s=min(timeout, CONNECT_TIMEOUT_S),
         )
         for sub in self.subscriptions.all():
             if sub.enabled:
@@ -340,9 +341,9 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._checkpoint({w.sub.id: w.cursor for w in workers})
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def _start(self, sub: Subscription) -> None:
         cursor = max(self.log.cursors.get(sub.id, -1), sub.checkpoint)
@@ -380,7 +381,7 @@ class Dispatcher:
                 self.log.pending.pop(webhook, None)
             return
         if worker is None:
-            if self._session is not None:
+            if self._client is not None:
                 self._start(sub)
             return
         worker.sub = sub
@@ -389,8 +390,10 @@ class Dispatcher:
 
     async def _checkpoint_loop(self) -> None:
         while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            await asyncio.sleep(min(CHECKPOINT_INTERVAL_S, IDLE_WAIT_S))
             await self._checkpoint({w.sub.id: w.cursor for w in self._workers.values()})
+            for worker in self._workers.values():
+                worker.wake.set()  # idle workers look at the log again, commits or not
 
     async def _checkpoint(self, positions: dict[str, int]) -> None:
         try:
@@ -413,9 +416,9 @@ class Dispatcher:
     async def attempt(
         self, sub: Subscription, delivery: Delivery, body: bytes
     ) -> tuple[Attempt, float | None]:
-        """One signed POST of ``body`` for ``delivery``, recorded in the log (with the
-        delivery's new attempt count); the attempt, and the seconds a 429 or 503 answer's
-        ``Retry-After`` asks for."""
+        """One signed POST of ``body`` for ``delivery`` (its attempt count and ``last`` move on;
+        the caller saves it to the log with its new state); the attempt, and the seconds a 429
+        or 503 answer's ``Retry-After`` asks for."""
         delivery.attempts += 1
         # a fresh delivery was stamped an instant ago: one clock read less per event
         at = delivery.updated_at if delivery.attempts == 1 and delivery.updated_at else now()
@@ -426,25 +429,27 @@ class Dispatcher:
         if why is not None:
             error = f"refused: {why}"
             self._counts["refused"] += 1
-        elif self._session is None:
+        elif self._client is None:
             error = "central is stopping"
         else:
             headers = signed_headers(
                 sub.signing_secrets(at), delivery.message_id, int(time.time()), body
             )
             headers["Content-Type"] = "application/json"
-            headers["Accept-Encoding"] = "identity"
             try:
-                status, excerpt, retry_after = await self._post(sub.url, headers, body)
+                answer = await self._client.post(
+                    _url(sub.url), headers, body, self.config.webhook_timeout_s, READ_LIMIT_BYTES
+                )
             except TimeoutError:
                 error = f"no answer within {self.config.webhook_timeout_s:g} s"
-            except aiohttp.ClientConnectorError as exc:
-                reason = exc.os_error.strerror if exc.os_error.strerror else str(exc.os_error)
-                error = f"cannot connect to {origin(sub.url)}: {reason}"
-                if "refused:" in reason:
+            except DeliveryHTTPError as exc:
+                error = str(exc)[:500]
+                if "refused:" in error:
                     self._counts["refused"] += 1
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                status = answer.status
+                text = answer.body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
+                excerpt, retry_after = text[:EXCERPT_CHARS], answer.headers.get("retry-after")
             if status is not None and not 200 <= status < 300:
                 error = f"HTTP {status}"
                 if 300 <= status < 400:
@@ -454,29 +459,8 @@ class Dispatcher:
         self._counts["delivered" if attempt.ok else "failed"] += 1
         delivery.last = attempt
         delivery.updated_at = at if elapsed < 0.001 else now()
-        self.log.save(delivery, attempt)
         wait = _retry_after(retry_after) if status in (429, 503) else None
         return attempt, wait
-
-    async def _post(
-        self, url: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, str, str | None]:
-        assert self._session is not None
-        async with self._session.post(
-            url, data=body, headers=headers, allow_redirects=False
-        ) as answer:
-            chunks: list[bytes] = []
-            read = 0
-            while read < READ_LIMIT_BYTES:
-                chunk = await answer.content.read(READ_LIMIT_BYTES - read)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                read += len(chunk)
-            if not answer.content.at_eof():
-                answer.close()  # more than we read: never reuse this connection
-            text = b"".join(chunks)[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
-            return answer.status, text[:EXCERPT_CHARS], answer.headers.get("Retry-After")
 
     # -- the API's questions -----------------------------------------------------------------
 
@@ -519,7 +503,7 @@ class Dispatcher:
         )
         attempt, _ = await self.attempt(sub, delivery, body)
         delivery.state = "delivered" if attempt.ok else "failed"
-        self.log.save(delivery)
+        self.log.save(delivery, attempt)
         return delivery.record()
 
     async def redeliver(self, sub: Subscription, delivery_id: int) -> dict[str, Any]:
@@ -550,7 +534,7 @@ class Dispatcher:
             )
         attempt, _ = await self.attempt(sub, delivery, event.payload)
         delivery.state = "delivered" if attempt.ok else "failed"
-        self.log.save(delivery)
+        self.log.save(delivery, attempt)
         worker = self._workers.get(sub.id)
         if worker is not None and worker.current is not None:
             worker.poke.set()  # "retry now" for the delivery at the head of the line

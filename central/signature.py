@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -33,6 +34,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
+@functools.lru_cache(maxsize=256)
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a ``whsec_`` secret. Raises ``ValueError`` for anything else."""
     if not secret.startswith(SECRET_PREFIX):

@@ -146,10 +146,10 @@ async def check_target(url: Any, allow_private: bool) -> str:
 
 
 class GuardedResolver(AbstractResolver):
-    """The delivery client's resolver: resolves like aiohttp's threaded resolver, then drops
-    every address :func:`refusal` refuses; raises ``OSError`` (``EACCES``, naming the reason)
-    when none is left. aiohttp skips resolvers for IP hosts, so the delivery code checks those
-    itself (``central/delivery.py``)."""
+    """The delivery client's resolver (``central/webhook_http.py``): resolves like aiohttp's
+    threaded resolver, then drops every address :func:`refusal` refuses; raises ``OSError``
+    (``EACCES``, naming the reason) when none is left. IP hosts are not resolved: the delivery
+    code checks those itself (``central/delivery.py``)."""
 
     def __init__(self, allow_private: bool, base: AbstractResolver | None = None) -> None:
         self._allow_private = allow_private
