@@ -113,6 +113,13 @@ def _resolve_text(answer: Mapping[str, Any]) -> str:
     default=None,
     help="How long --min-revision may wait, in milliseconds (default: the sidecar's).",
 )
+@click.option(
+    "--revision-hash",
+    default=None,
+    metavar="HEX",
+    help="With --min-revision: the revision_hash central answered the write with; refuse "
+    "a history where that revision is another event (issued again after a loss).",
+)
 @json_option
 @pass_context
 def resolve_cmd(
@@ -122,6 +129,7 @@ def resolve_cmd(
     use_central: bool,
     min_revision: int | None,
     wait_ms: int | None,
+    revision_hash: str | None,
 ) -> None:
     """Which version MODEL@REF is: REF is an alias, a version number or `latest`.
 
@@ -132,13 +140,16 @@ def resolve_cmd(
     Example:
         reg resolve fraud@production
         reg resolve fraud@production --min-revision 42 --wait-ms 5000
+        reg resolve fraud@production --min-revision 42 --revision-hash 9f2c...
         reg resolve fraud@production --at 2026-11-01T12:00:00Z
         reg --json resolve fraud@3 --central
     """
     model, ref = parse_model_ref(model_ref)
     if at is not None or use_central:
-        if min_revision is not None or wait_ms is not None:
-            raise click.UsageError("--min-revision and --wait-ms apply to the sidecar only")
+        if min_revision is not None or wait_ms is not None or revision_hash is not None:
+            raise click.UsageError(
+                "--min-revision, --wait-ms and --revision-hash apply to the sidecar only"
+            )
         moment: datetime | None = None
         if at is not None:
             try:
@@ -151,10 +162,12 @@ def resolve_cmd(
             answer["at"] = format_time(moment)
         emit(ctx, answer, _resolve_text)
         return
-    if wait_ms is not None and min_revision is None:
-        raise click.UsageError("--wait-ms needs --min-revision")
+    if (wait_ms is not None or revision_hash is not None) and min_revision is None:
+        raise click.UsageError("--wait-ms and --revision-hash need --min-revision")
     with _client(ctx) as client:
-        resolved = client.resolve(model, ref, min_revision=min_revision, wait_ms=wait_ms)
+        resolved = client.resolve(
+            model, ref, min_revision=min_revision, wait_ms=wait_ms, revision_hash=revision_hash
+        )
     emit(ctx, _answer(resolved), _resolve_text)
 
 

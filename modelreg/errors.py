@@ -34,7 +34,8 @@ API. Never put a traceback or a driver message in ``message``.
     │   ├── NotApproved                not_approved        409   (protected alias, not approved)
     │   ├── VersionInUse               version_in_use      409   (archive a version an alias holds)
     │   ├── NothingToRollBack          nothing_to_roll_back 409
-    │   └── ArtifactDigestMismatch     digest_mismatch     409   (fetched bytes differ from sha256)
+    │   ├── ArtifactDigestMismatch     digest_mismatch     409   (fetched bytes differ from sha256)
+    │   └── HistoryMismatch            history_mismatch    409   (min_revision is another event)
     └── Unavailable                    unavailable         503
         ├── NotReady                   not_ready           503   (sidecar has no copy yet)
         ├── NotReplicated              not_replicated      503   (committed, replica unconfirmed)
@@ -53,6 +54,7 @@ __all__ = [
     "Conflict",
     "DeliveryNotFound",
     "FourEyesViolation",
+    "HistoryMismatch",
     "InvalidDigest",
     "InvalidField",
     "InvalidJSON",
@@ -222,6 +224,15 @@ class ArtifactDigestMismatch(Conflict):
     """The artifact's bytes do not hash to the sha256 its version record carries."""
 
     code = "digest_mismatch"
+
+
+class HistoryMismatch(Conflict):
+    """(sidecar) The event at ``min_revision`` is not the one whose ``revision_hash`` the caller
+    gave: that revision number was issued again after a loss (docs/OPERATIONS.md,
+    "Durability"). Details: ``min_revision``, ``revision_hash`` (asked), ``actual`` (served),
+    ``revision``."""
+
+    code = "history_mismatch"
 
 
 class Unavailable(RegistryError):

@@ -284,11 +284,15 @@ _FRAMES_MAX = 4096
 
 
 def _resolve_request(
-    model: str, ref: str | int, min_revision: int | None, wait_ms: int | None
+    model: str,
+    ref: str | int,
+    min_revision: int | None,
+    wait_ms: int | None,
+    revision_hash: str | None = None,
 ) -> bytes:
     """The encoded resolve request frame."""
     ref = str(ref)
-    if min_revision is None and wait_ms is None:
+    if min_revision is None and wait_ms is None and revision_hash is None:
         frame = _FRAMES.get((model, ref))
         if frame is None:
             if len(_FRAMES) >= _FRAMES_MAX:
@@ -301,6 +305,8 @@ def _resolve_request(
         request["min_revision"] = min_revision
     if wait_ms is not None:
         request["wait_ms"] = wait_ms
+    if revision_hash is not None:
+        request["revision_hash"] = revision_hash
     return encode_frame(request)
 
 
@@ -486,15 +492,19 @@ class Client:
         ref: str | int = "latest",
         min_revision: int | None = None,
         wait_ms: int | None = None,
+        revision_hash: str | None = None,
     ) -> ResolvedModel:
         """Resolve ``model@ref`` (an alias, a version number or ``latest``).
 
         With ``min_revision`` the sidecar waits up to ``wait_ms`` for its copy to reach that
-        revision (read-your-writes after a promotion) and raises ``Timeout`` otherwise.
+        revision (read-your-writes after a promotion) and raises ``Timeout`` otherwise. Pass
+        the ``revision_hash`` central answered the write with, too: then a revision number
+        issued again after a loss (another event) raises ``HistoryMismatch`` instead of
+        answering from a history without the write.
         Raises ``ModelNotFound``, ``VersionNotFound``, ``AliasNotFound``, ``NotReady`` (still
         not ready after ``connect_deadline_s`` of retries), ``InvalidRequest`` or ``Unavailable``.
         """
-        frame = _resolve_request(model, ref, min_revision, wait_ms)
+        frame = _resolve_request(model, ref, min_revision, wait_ms, revision_hash)
         backoff: _Backoff | None = None
         while True:
             body = self._roundtrip(frame, (wait_ms or 0) / 1000)
@@ -734,9 +744,10 @@ class AsyncClient:
         ref: str | int = "latest",
         min_revision: int | None = None,
         wait_ms: int | None = None,
+        revision_hash: str | None = None,
     ) -> ResolvedModel:
         """See :meth:`Client.resolve`."""
-        frame = _resolve_request(model, ref, min_revision, wait_ms)
+        frame = _resolve_request(model, ref, min_revision, wait_ms, revision_hash)
         backoff: _Backoff | None = None
         while True:
             body = await self._roundtrip(frame, (wait_ms or 0) / 1000)

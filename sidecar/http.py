@@ -2,7 +2,7 @@
 
 Routes (all GET)::
 
-    /v1/resolve/{model}/{ref}   ?min_revision=N&wait_ms=M   same answer as the resolve op
+    /v1/resolve/{model}/{ref}   ?min_revision=N&wait_ms=M&revision_hash=H   the resolve op
     /v1/models/{model}                                      the get op
     /v1/models                                              the list op
     /v1/status                                              the status op
@@ -109,6 +109,8 @@ async def resolve(request: web.Request) -> web.Response:
                 raw[name] = value
     except RegistryError as exc:
         return _error(exc)
+    if "revision_hash" in request.query:
+        raw["revision_hash"] = request.query["revision_hash"]
     return await _answer(request, raw)
 
 

@@ -43,11 +43,13 @@ from modelreg.errors import (
 from modelreg.sidecar.protocol import _OK_RESULT, ok_entry, pack, revision_tail
 
 __all__ = [
+    "HASH_WINDOW",
     "INCREMENTAL_MAX_EVENTS",
     "Head",
     "Index",
     "IndexError_",
     "Probe",
+    "RecentHashes",
     "build_list_entry",
     "load",
     "probe",
@@ -68,6 +70,75 @@ class Head:
     revision: int
     #: Replicated heartbeat time, epoch milliseconds; None when central never wrote one.
     heartbeat_ms: int | None
+
+
+#: How many of the newest revisions an index keeps the event hash of (for ``revision_hash``).
+HASH_WINDOW = 16_384
+_HASH_PREFIX_BYTES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RecentHashes:
+    """The first 8 bytes of the event hash of each of the newest revisions of a history:
+    revisions ``first`` to :attr:`last`, at most :data:`HASH_WINDOW` of them (128 KiB).
+
+    A resolve with ``min_revision`` and ``revision_hash`` is answered only from a history
+    holding that very event at that revision (after a loss central issues revision numbers
+    again, to other events: docs/OPERATIONS.md, "Durability"). Eight bytes tell two events
+    apart with a chance of 2**-64 of a collision.
+    """
+
+    first: int = 1
+    data: bytes = b""
+
+    @property
+    def last(self) -> int:
+        """The newest revision kept (``first - 1`` when empty)."""
+        return self.first + len(self.data) // _HASH_PREFIX_BYTES - 1
+
+    def get(self, revision: int) -> bytes | None:
+        """The hash prefix of ``revision``'s event, None outside the window."""
+        if not self.first <= revision <= self.last:
+            return None
+        start = (revision - self.first) * _HASH_PREFIX_BYTES
+        return self.data[start : start + _HASH_PREFIX_BYTES]
+
+
+def hash_prefix(digest: str) -> bytes:
+    """What :class:`RecentHashes` keeps of an event hash (hex)."""
+    return bytes.fromhex(digest[: 2 * _HASH_PREFIX_BYTES])
+
+
+def _recent_hashes(
+    conn: sqlite3.Connection, previous: Index | None, head: Head, extends: bool
+) -> RecentHashes:
+    """The newest :data:`HASH_WINDOW` event hashes at ``head``: those of ``previous`` and the
+    events after it when the copy extends its history, else read afresh (one indexed scan)."""
+    kept = previous.hashes if previous is not None and extends else None
+    if (
+        previous is not None
+        and kept is not None
+        and kept.data
+        and kept.last == previous.revision <= head.revision
+    ):
+        first, data = kept.first, kept.data + _prefixes(conn, kept.last + 1)
+    else:
+        first = max(1, head.revision - HASH_WINDOW + 1)
+        data = _prefixes(conn, first)
+    extra = len(data) // _HASH_PREFIX_BYTES - HASH_WINDOW
+    if extra > 0:
+        first, data = first + extra, data[extra * _HASH_PREFIX_BYTES :]
+    return RecentHashes(first, data)
+
+
+def _prefixes(conn: sqlite3.Connection, first: int) -> bytes:
+    """The hash prefixes of every event from revision ``first`` on, in revision order."""
+    rows = conn.execute(
+        f"SELECT substr(hash, 1, {2 * _HASH_PREFIX_BYTES}) FROM events WHERE revision >= ?"
+        " ORDER BY revision",
+        (first,),
+    ).fetchall()
+    return bytes.fromhex("".join(row[0] for row in rows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +175,8 @@ class Index:
     #: continue (a lower revision, or another event at ``previous.revision``: a replaced or
     #: rewound central). The follower never serves such an index unasked (issue 18, finding 2).
     extends_previous: bool = True
+    #: The event hashes of the newest revisions (checked by ``revision_hash``).
+    hashes: RecentHashes = field(default_factory=RecentHashes)
     #: Per model: its record (for ``get``/``list``), its resolve keys, its version count.
     model_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_keys: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
@@ -334,8 +407,10 @@ def load(path: Path, previous: Index | None = None) -> Index:
         if previous is not None and changed is not None:
             if head.revision == previous.revision:
                 # Nothing new (a cold start from the saved index of this very copy).
+                hashes = _recent_hashes(conn, previous, head, extends)
                 return dataclasses.replace(
                     previous,
+                    hashes=hashes,
                     heartbeat_ms=head.heartbeat_ms,
                     path=str(path),
                     loaded_at=time.time(),
@@ -346,6 +421,7 @@ def load(path: Path, previous: Index | None = None) -> Index:
             names = sorted(changed)
             for i in range(0, len(names), _IN_CHUNK):
                 _encode(conn, names[i : i + _IN_CHUNK], built)
+            hashes = _recent_hashes(conn, previous, head, extends)
         conn.execute("COMMIT")
         if changed is None:
             # A full load: copy the file with SQLite's backup API (a consistent snapshot, page
@@ -380,6 +456,7 @@ def load(path: Path, previous: Index | None = None) -> Index:
                 last_hash = _event_hash(snapshot, head.revision)
                 extends = _extends(snapshot, previous, head)
                 _encode(snapshot, None, built)
+                hashes = _recent_hashes(snapshot, previous, head, extends)
             finally:
                 snapshot.close()
         except sqlite3.Error as exc:
@@ -423,6 +500,7 @@ def load(path: Path, previous: Index | None = None) -> Index:
         last_hash=last_hash,
         incremental=changed is not None,
         extends_previous=extends,
+        hashes=hashes,
         model_records=records,
         model_keys=keys,
         version_counts=counts,

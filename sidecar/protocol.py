@@ -19,6 +19,7 @@ implementation.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -224,6 +225,12 @@ class Request:
     ref: str | None = None
     min_revision: int | None = None
     wait_ms: int = 0
+    #: With ``min_revision``: the chain hash central gave that revision; the answer then comes
+    #: only from a history holding that very event there.
+    revision_hash: str | None = None
+
+
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def _check_id(value: Any) -> Any:
@@ -259,6 +266,17 @@ def _int(obj: dict[Any, Any], name: str, minimum: int) -> int | None:
         return None
     if type(value) is not int or not minimum <= value <= _UINT64_MAX:
         raise InvalidField(f"{name} must be an integer >= {minimum}", field=name)
+    return value
+
+
+def _revision_hash(obj: dict[Any, Any], min_revision: int | None) -> str | None:
+    value = obj.get("revision_hash")
+    if value is None:
+        return None
+    if not isinstance(value, str) or _HASH_RE.fullmatch(value) is None:
+        raise InvalidField("revision_hash must be 64 lowercase hex digits", field="revision_hash")
+    if min_revision is None:
+        raise InvalidField("revision_hash goes with min_revision", field="revision_hash")
     return value
 
 
@@ -299,7 +317,8 @@ def parse_request(obj: Any) -> Request:
             return Request(op, rid, model, ref)
         min_revision = _int(obj, "min_revision", 0)
         wait_ms = _int(obj, "wait_ms", 0) or 0
-        return Request(op, rid, model, ref, min_revision, min(wait_ms, MAX_WAIT_MS))
+        revision_hash = _revision_hash(obj, min_revision)
+        return Request(op, rid, model, ref, min_revision, min(wait_ms, MAX_WAIT_MS), revision_hash)
     if op == "get":
         return Request(op, rid, _text(obj, "model"))
     return Request(op, rid)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from modelreg.errors import NotReady, Timeout
-from modelreg.sidecar.index import Index
+from modelreg.errors import HistoryMismatch, InvalidField, NotReady, Timeout
+from modelreg.sidecar.index import HASH_WINDOW, Index, hash_prefix
 from modelreg.sidecar.metrics import Metrics
 from modelreg.sidecar.protocol import Request, error_frame, ok_frame, ok_prefix, pack, result_of
 
@@ -100,8 +100,8 @@ class Node:
             for min_revision, future, request in self._waiters:
                 if future.done():
                     continue
-                if index.revision >= min_revision:
-                    future.set_result(self.answer_now(request))
+                if _reached(index, request):
+                    future.set_result(self._checked(index, request))
                 else:
                     still.append((min_revision, future, request))
             self._waiters = still
@@ -159,9 +159,41 @@ class Node:
         """The answer to ``request``: a frame, or a future frame when it waits for a revision."""
         min_revision = request.min_revision
         if min_revision is not None and request.op == "resolve":
-            current = self.index.revision if self.index is not None else -1
-            if current < min_revision:
+            index = self.index
+            if index is None or not _reached(index, request):
                 return self._wait(min_revision, request)
+            return self._checked(index, request)
+        return self.answer_now(request)
+
+    def _checked(self, index: Index, request: Request) -> bytes:
+        """The answer to a ``min_revision`` resolve whose revision ``index`` reached: with a
+        ``revision_hash``, an error unless ``index``'s history holds that very event there."""
+        wanted, revision = request.revision_hash, request.min_revision
+        if wanted is not None and revision is not None and revision > 0:
+            served = index.hashes.get(revision)
+            if served is None:
+                return error_frame(
+                    InvalidField(
+                        f"revision {revision} is older than the {HASH_WINDOW} newest revisions "
+                        f"whose events this sidecar can check (it is at {index.revision}); "
+                        "resolve without revision_hash",
+                        field="revision_hash",
+                    ),
+                    request.id,
+                )
+            if served != hash_prefix(wanted):
+                return error_frame(
+                    HistoryMismatch(
+                        f"revision {revision} of the history this node serves is another event "
+                        f"than the one asked for: that revision number was issued again after "
+                        f"a loss, the write with hash {wanted[:12]}… is not in this history",
+                        min_revision=revision,
+                        revision_hash=wanted,
+                        actual_prefix=served.hex(),
+                        revision=index.revision,
+                    ),
+                    request.id,
+                )
         return self.answer_now(request)
 
     def _prefix(self, result_packed: bytes) -> bytes:
@@ -245,6 +277,18 @@ class Node:
             "loaded_at": index.loaded_at if index is not None else None,
             "index_load_ms": round(index.load_ms, 3) if index is not None else None,
         }
+
+
+def _reached(index: Index, request: Request) -> bool:
+    """Whether ``index`` can answer a ``min_revision`` resolve: at or past the revision, and,
+    with a ``revision_hash``, holding the hashes up to it (a saved index loaded at a cold start
+    has none until the first load of its copy)."""
+    wanted = request.min_revision or 0
+    if index.revision < wanted:
+        return False
+    if request.revision_hash is None or wanted == 0:
+        return True
+    return index.hashes.last >= wanted
 
 
 def _signature(index: Index | None, key: tuple[str, str]) -> bytes | str | None:

@@ -31,7 +31,7 @@ def _parent(pid: int) -> int:
 def lose_host(central: CentralProc) -> None:
     """What losing central's host does: litestream, its guard and central die at the same
     instant (no final sync by anyone), and the data directory is gone."""
-    litestream = central.healthz()["replication"]["pid"]
+    litestream = wait_for(lambda: central.healthz()["replication"]["pid"], what="litestream's pid")
     guard = _parent(litestream)
     for pid in (litestream, guard):
         os.kill(pid, signal.SIGKILL)
