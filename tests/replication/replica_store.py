@@ -4,6 +4,7 @@ damage its objects, for ``file://`` and ``s3://`` alike (through ``modelreg.obje
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import obstore
@@ -32,6 +33,24 @@ def wipe(base_url: str) -> int:
     for key in keys:
         obstore.delete(store, key)
     return len(keys)
+
+
+def delete(base_url: str) -> None:
+    """Delete the replica: ``rm -rf`` of a ``file://`` directory (retried while litestream
+    writes into it), every object of an S3 prefix."""
+    if not base_url.startswith("file://"):
+        wipe(base_url)
+        return
+    path = Path(base_url.removeprefix("file://"))
+    for _ in range(50):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # "directory not empty": a file appeared while it was being removed
+            continue
+    raise AssertionError(f"could not delete {path}")
 
 
 def snapshot(base_url: str) -> Snapshot:

@@ -6,7 +6,6 @@ and (for S3) moto_server."""
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -74,10 +73,7 @@ class TestLostHistory:
         the loss in /metrics and its log, re-seeds it with a full snapshot, and a fresh node
         restores every write, the ones after the loss too."""
         central, client, base = running
-        if base.startswith("file://"):
-            shutil.rmtree(base.removeprefix("file://"))
-        else:
-            replica_store.wipe(base)
+        replica_store.delete(base)
         self._heals(central, client, base, tmp_path)
 
     @pytest.mark.parametrize("replica_kind", ["file"], indirect=True)
@@ -110,6 +106,7 @@ class TestLostHistory:
             _metric(central, "replica_ok", database="registry"),
         )
 
+    @pytest.mark.parametrize("replica_kind", ["file"], indirect=True)  # same code path on S3
     def test_older_copy_put_back(self, running: Any, tmp_path: Path) -> None:
         """A replica replaced by an older copy of itself (a restored bucket backup) is a loss
         too: reported and re-seeded up to central's revision."""
@@ -132,6 +129,7 @@ class TestLostHistory:
             what="the re-seeded replica",
         )
 
+    @pytest.mark.parametrize("replica_kind", ["file"], indirect=True)  # same code path on S3
     def test_health_says_degraded_while_lost(self, running: Any, tmp_path: Path) -> None:
         """While the replica keeps losing its files (wiped again and again), /healthz says
         degraded with the replica lost, and replica_ok is 0; once it stops, ok again."""
@@ -176,10 +174,7 @@ class TestWriterLock:
         """The lock does not go with the replica: with the first central alive, a second one
         on an empty data directory is refused instead of starting at revision 1."""
         _, client, base = running
-        if base.startswith("file://"):
-            shutil.rmtree(base.removeprefix("file://"))
-        else:
-            replica_store.wipe(base)
+        replica_store.delete(base)
         with pytest.raises(RuntimeError, match="another central") as info:
             second = start_central(tmp_path / "b", base)
             second.stop()
@@ -221,6 +216,7 @@ class TestCorruption:
             _metric(central, "replica_repairs_total", database="registry") >= 1,
         )
 
+    @pytest.mark.parametrize("replica_kind", ["file"], indirect=True)  # same code path on S3
     def test_corrupt_snapshot_is_reported_and_reseeded(self, running: Any, tmp_path: Path) -> None:
         """A damaged snapshot makes a fresh restore fail: central reports it as corrupt and
         writes a new snapshot, after which a fresh node restores again."""
